@@ -1,0 +1,16 @@
+"""pyvmm: an educational IA-32 machine and hypervisor.
+
+The harness API (`CPU`) follows Unicorn's names where they overlap, so one test drives both:
+
+    from pyvmm import CPU
+    cpu = CPU()
+    cpu.mem_map(0x1000, 0x1000)
+    cpu.mem_write(0x1000, b"\\x40\\xf4")        # inc eax; hlt
+    cpu.emu_start(0x1000, 0)
+    assert cpu.reg_read("eax") == 1
+"""
+from ._core import COMPILED, load_pure
+from ._core.cpu import CPU, GuestFault, TripleFault
+from ._core.memory import UnmappedMemory
+
+__all__ = ["CPU", "COMPILED", "GuestFault", "TripleFault", "UnmappedMemory", "load_pure"]

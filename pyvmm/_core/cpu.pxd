@@ -1,0 +1,162 @@
+# C types for cpu.py (Cython pure-Python mode). Locals are typed in cpu.py by annotation.
+cimport cython
+from pyvmm._core.memory cimport PhysicalMemory
+
+from libc.stdint cimport int64_t
+
+cdef unsigned int MASK32, SIGN32, MASK16, ARITH_FLAGS, POPF_MASK
+cdef unsigned int F_CF, F_PF, F_AF, F_ZF, F_SF, F_TF, F_IF, F_DF, F_OF, F_IOPL, F_NT, F_RF, F_VM
+cdef int CC_EAGER, CC_ADD, CC_ADC, CC_SUB, CC_SBB, CC_LOGIC, CC_INC, CC_DEC
+cdef int ES, CS, SS, DS, FS, GS
+cdef int DEC_IMM_MASK, DEC_MODRM, DEC_VALID, DEC_MEMONLY, DEC_LOCK
+cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
+cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
+cdef int DE, DB, BP, OF_, UD, DF_, TS, NP, SS_, GP, PF
+
+@cython.final
+cdef class CPU:
+    # -- architectural state -------------------------------------------------------------
+    cdef unsigned int regs[8]
+    cdef public unsigned int eip
+    cdef unsigned int eflags             # arithmetic bits valid only when cc_op == CC_EAGER
+    cdef unsigned short seg_sel[6]
+    cdef unsigned int seg_base[6]
+    cdef unsigned int seg_limit[6]       # byte-granular limit
+    cdef unsigned int seg_attr[6]        # descriptor bits 8-23 of the high dword (type..G)
+    cdef unsigned int seg_lo[6]          # lowest valid offset (expand-down segments)
+    cdef unsigned int seg_hi[6]          # highest valid offset
+    cdef unsigned char seg_rd[6]         # usable for reads
+    cdef unsigned char seg_wr[6]         # usable for writes
+    cdef public unsigned int gdtr_base, gdtr_limit, idtr_base, idtr_limit
+    cdef public unsigned int cr0, cr2, cr3, cr4
+    cdef public int cpl
+    cdef bint code32                     # CS.D: default operand and address size 32
+    cdef bint stack32                    # SS.B: ESP (not SP) is the stack pointer
+    cdef public unsigned long long icount
+    cdef public bint halted
+
+    # -- lazy arithmetic flags ---------------------------------------------------------------
+    cdef int cc_op
+    cdef int cc_size                     # 1, 2 or 4 bytes
+    cdef unsigned int cc_a, cc_b, cc_res, cc_cf
+
+    # -- the instruction being executed (decoder output) ----------------------------------------
+    cdef unsigned int i_start            # EIP of its first byte
+    cdef unsigned int i_esp              # ESP before it: restored when it faults
+    cdef int i_len, i_op, i_opsize, i_adsize, i_seg, i_rep, i_lock
+    cdef int i_mod, i_reg, i_rm, i_base, i_index, i_scale, i_ea_seg
+    cdef unsigned int i_disp, i_imm, i_imm2
+    cdef unsigned char dec_table[4096]
+
+    # -- instruction fetch: the code page last used ----------------------------------------------
+    cdef unsigned int fetch_page         # linear page number + 1 (0 = none)
+    cdef int fetch_frame
+
+    # -- outside world -----------------------------------------------------------------------------
+    cdef public PhysicalMemory mem
+    cdef public object io                # object with read(port, size) / write(port, size, value)
+    cdef public unsigned int exception_intercept   # bitmap: vectors that stop the run instead
+    cdef public object last_exit         # detail of the last exit (fault, ...)
+    cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
+    cdef unsigned int until
+    cdef int exit_request
+
+    cdef public unsigned int ldtr_sel, ldtr_base, ldtr_limit
+    cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
+    cdef public bint use_until
+
+    # -- memory path ----------------------------------------------------------------------
+    cdef int fault(self, int vector, long long error_code) except -1
+    cdef int64_t seg_check(self, int seg, unsigned int off, int size, bint write) except -1
+    cdef int phys_frame(self, unsigned int pa, int size, bint write) except -2
+    cdef int64_t phys_read(self, unsigned int pa, int size) except -1
+    cdef int phys_write(self, unsigned int pa, int size, unsigned int value) except -1
+    cdef int64_t lin_read(self, unsigned int lin, int size) except -1
+    cdef int lin_write(self, unsigned int lin, int size, unsigned int value) except -1
+    cdef int64_t read(self, int seg, unsigned int off, int size) except -1
+    cdef int write(self, int seg, unsigned int off, int size, unsigned int value) except -1
+    cdef int fetch8(self) except -1
+
+    # -- registers and flags --------------------------------------------------------------
+    cdef unsigned int get_reg(self, int size, int r)
+    cdef void set_reg(self, int size, int r, unsigned int v)
+    cdef unsigned int flag_cf(self)
+    cdef void materialize(self)
+    cdef unsigned int get_eflags(self)
+    cdef void set_eflags(self, unsigned int value, unsigned int mask)
+    cdef void set_szp(self, unsigned int res, int size)
+    @cython.locals(m=cython.uint, k=cython.int)
+    cdef bint cond(self, int cc)
+    @cython.locals(f=cython.uint, k=cython.int, r=bint)
+    cdef bint cond_slow(self, int cc)
+
+    # -- decode ---------------------------------------------------------------------------
+    @cython.locals(size=cython.int)
+    cdef int decode(self) except -1
+    cdef int decode_modrm(self) except -1
+    cdef unsigned int ea(self)
+    cdef int64_t read_rm(self, int size) except -1
+    cdef int write_rm(self, int size, unsigned int v) except -1
+    cdef int push(self, int size, unsigned int v) except -1
+    cdef int64_t pop(self, int size) except -1
+
+    # -- execute ---------------------------------------------------------------------------
+    @cython.locals(form=cython.int, aop=cython.int)
+    cdef int execute(self) except -1
+    cdef int execute_0f(self) except -1
+    cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size)
+    cdef unsigned int incdec(self, unsigned int a, int size, bint dec)
+    cdef int exec_cmpxchg(self, int size) except -1
+    cdef int exec_xadd(self, int size) except -1
+    cdef int exec_cmpxchg8b(self) except -1
+    cdef int exec_group2(self, int size, unsigned int count) except -1
+    @cython.locals(f=cython.uint)
+    cdef unsigned int shift(self, int op, unsigned int v, unsigned int count, int size)
+    cdef int exec_shld(self, bint right, unsigned int count) except -1
+    cdef int exec_bit(self, int op, int size, long long offset) except -1
+    @cython.locals(vals=object, out=cython.uint[8])
+    cdef int exec_popa(self, int size) except -1
+    @cython.locals(f=cython.uint)
+    cdef int imul_flags(self, long long full, int size) except -1
+    cdef int exec_imul2(self, unsigned int a, unsigned int b) except -1
+    cdef int exec_group3(self, int size) except -1
+    @cython.locals(f=cython.uint)
+    cdef int exec_muldiv(self, int op, int size, unsigned int src) except -1
+    @cython.locals(m=cython.uint)
+    cdef void write_double(self, int size, unsigned long long p)
+    cdef void write_quot_rem(self, int size, unsigned int q, unsigned int rem)
+    cdef int exec_group5(self) except -1
+    @cython.locals(old_al=cython.uint, ncf=cython.uint, naf=cython.uint, ax=cython.uint)
+    cdef int exec_bcd(self, int op) except -1
+    cdef int exec_string(self, int op) except -1
+    cdef int string_once(self, int op, int size) except -1
+    cdef int io_allowed(self, unsigned int port, int size) except -1
+    cdef int64_t port_in(self, unsigned int port, int size) except -1
+    cdef int port_out(self, unsigned int port, int size, unsigned int value) except -1
+    cdef int exec_io(self, int op) except -1
+    cdef int exec_enter(self) except -1
+    cdef int exec_system_0f01(self) except -1
+    cdef int exec_cpuid(self) except -1
+    cdef int jump_near(self, unsigned int target) except -1
+
+    # -- segments and descriptor tables --------------------------------------------------------
+    @cython.locals(present=cython.int)
+    cdef int load_seg_cache(self, int seg, unsigned int sel, unsigned int lo, unsigned int hi)
+    cdef void load_null_seg(self, int seg, unsigned int sel)
+    cdef int read_descriptor(self, unsigned int sel, unsigned int ext) except -1
+    cdef int set_accessed(self) except -1
+    cdef int load_data_seg(self, int seg, unsigned int sel) except -1
+    @cython.locals(limit=cython.uint)
+    cdef int64_t code_descriptor_checks(self, unsigned int sel, int rpl_limit, unsigned int ext) except -1
+    cdef int far_jump(self, unsigned int sel, unsigned int offset, bint call, int opsize) except -1
+    cdef int far_return(self, int opsize, unsigned int extra) except -1
+    cdef int iret(self, int opsize) except -1
+
+    # -- exceptions and the run loop -----------------------------------------------------------------
+    cdef int deliver(self, int vector, long long error_code, bint software) except -1
+    cdef int soft_exception(self, int vector) except -1
+    cdef int raise_exception(self, int vector, long long error_code) except -1
+    @cython.locals(r=cython.int)
+    cdef int run_inner(self, unsigned long long limit) except -1
+    @cython.locals(r=cython.int)
+    cpdef int run(self, unsigned long long max_instructions) except -1

@@ -1,0 +1,2227 @@
+"""The IA-32 CPU: registers, lazy flags, decoder, execute loop, exception delivery.
+
+Written in Cython's pure-Python mode (types in cpu.pxd and in local annotations), so this
+same file is the compiled core and, uncompiled, a readable model a debugger can step
+through. Every value here is a 32-bit quantity: uncompiled, Python ints do not wrap, so
+every result is masked explicitly (the masks cost nothing once compiled).
+
+Data flow of one instruction (run_inner):
+    decode()   fetch prefixes, opcode, ModRM/SIB, displacement, immediate   -> i_* fields
+    execute()  one branch per opcode (a C switch once compiled); operands go through
+               read()/write() = segmentation -> linear -> (paging, later) -> physical
+    a fault    raises CPUFault; run() rolls EIP/ESP back to the instruction and
+               delivers the exception through the IDT, or stops when a hypervisor
+               intercepts that vector (exception_intercept) or the machine triple-faults.
+
+Flags are lazy (as in QEMU and Bochs): arithmetic records its operands and result
+(cc_op, cc_a, cc_b, cc_res, cc_size) and EFLAGS' six arithmetic bits are computed only
+when something reads them. Instructions with irregular flags (shifts, BCD, MUL, ...)
+store them eagerly (cc_op = CC_EAGER).
+"""
+import cython
+
+from .isa import decoder_table
+from .memory import PhysicalMemory, UnmappedMemory
+
+MASK32 = 0xFFFFFFFF
+SIGN32 = 0x80000000
+MASK16 = 0xFFFF
+ARITH_FLAGS = 0x8D5          # OF SF ZF AF PF CF
+# POPF at CPL 0 may change CF PF AF ZF SF TF IF DF OF IOPL NT AC ID (not RF, VM, VIF, VIP).
+POPF_MASK = 0x247FD5
+
+# EFLAGS bits
+F_CF = 0x1
+F_PF = 0x4
+F_AF = 0x10
+F_ZF = 0x40
+F_SF = 0x80
+F_TF = 0x100
+F_IF = 0x200
+F_DF = 0x400
+F_OF = 0x800
+F_IOPL = 0x3000
+F_NT = 0x4000
+F_RF = 0x10000
+F_VM = 0x20000
+
+# Lazy flag states
+CC_EAGER = 0
+CC_ADD = 1
+CC_ADC = 2
+CC_SUB = 3
+CC_SBB = 4
+CC_LOGIC = 5
+CC_INC = 6
+CC_DEC = 7
+
+# Segment registers, in x86 encoding order
+ES = 0
+CS = 1
+SS = 2
+DS = 3
+FS = 4
+GS = 5
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+
+# Decoder table bits (see isa.decoder_table)
+DEC_IMM_MASK = 0x07
+DEC_MODRM = 0x08
+DEC_VALID = 0x10
+DEC_MEMONLY = 0x20
+DEC_LOCK = 0x40
+IMM_NONE = 0
+IMM_B = 1
+IMM_W = 2
+IMM_Z = 3
+IMM_MOFFS = 4
+IMM_PTR = 5
+IMM_ENTER = 6
+
+# Why run() returned
+EXIT_COUNT = 1          # instruction budget used up
+EXIT_UNTIL = 2          # reached the `until` address (harness)
+EXIT_HLT = 3            # HLT with nothing to wake the CPU
+EXIT_EXCEPTION = 4      # an intercepted exception vector (see exception_intercept)
+EXIT_TRIPLE_FAULT = 5   # shutdown: a fault while delivering #DF
+EXIT_UNMAPPED = 6       # access to guest-physical memory with nothing behind it
+EXIT_REQUEST = 7        # a device or the host asked the CPU to stop (request_exit)
+EXIT_NAMES = {1: "count", 2: "until", 3: "hlt", 4: "exception", 5: "triple-fault",
+              6: "unmapped", 7: "request"}
+
+# Exception vectors
+DE = 0
+DB = 1
+BP = 3
+OF_ = 4
+UD = 6
+DF_ = 8
+TS = 10
+NP = 11
+SS_ = 12
+GP = 13
+PF = 14
+EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
+                   7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP",
+                   14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
+# Vectors that push an error code
+ERROR_CODE_VECTORS = (8, 10, 11, 12, 13, 14, 17)
+# SDM Vol. 3 6.15, table 6-4/6-5: contributory exceptions
+CONTRIBUTORY = (0, 10, 11, 12, 13)
+
+
+class CPUFault(Exception):
+    """Raised inside the core when an instruction faults; run() catches it."""
+
+    def __init__(self, vector, error_code=-1):
+        self.vector = vector
+        self.error_code = error_code
+
+
+class GuestFault(Exception):
+    """An exception the guest did not handle (no usable IDT gate): the run stopped.
+
+    `vector`, `error_code` (None when the exception has none) and `eip` (the EIP the
+    exception saves: the faulting instruction for faults, the next one for traps) describe
+    the first exception; `chain` lists every (vector, error_code) raised on the way."""
+
+    def __init__(self, vector, error_code, eip, chain=(), instruction=b"", reason=""):
+        self.vector = vector
+        self.error_code = None if error_code is None or error_code < 0 else error_code
+        self.eip = eip
+        self.chain = list(chain) or [(vector, self.error_code)]
+        self.instruction = bytes(instruction)
+        self.reason = reason
+        super().__init__(self.describe())
+
+    def describe(self):
+        name = EXCEPTION_NAMES.get(self.vector, f"vector {self.vector}")
+        err = "" if self.error_code is None else f"({self.error_code:#x})"
+        text = f"unhandled {name}{err} at EIP={self.eip:#010x}"
+        if self.instruction:
+            text += f": {self.instruction.hex(' ')}"
+            asm = disassemble(self.instruction, self.eip)
+            if asm:
+                text += f"  ({asm})"
+        if len(self.chain) > 1:
+            steps = " -> ".join(EXCEPTION_NAMES.get(v, str(v)) for v, _ in self.chain)
+            text += f"; delivery chain {steps}"
+        if self.reason:
+            text += f"; {self.reason}"
+        return text
+
+
+class TripleFault(GuestFault):
+    """A fault while delivering #DF: the processor shuts down (SDM Vol. 3 6.15, vector 8)."""
+
+
+def disassemble(code, address):
+    """capstone's text for the first instruction in `code`, or "" when unavailable."""
+    try:
+        import capstone
+    except ImportError:  # pragma: no cover - capstone is a dependency
+        return ""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    for insn in md.disasm(bytes(code), address):
+        return f"{insn.mnemonic} {insn.op_str}".strip()
+    return "(not an instruction capstone knows)"
+
+
+@cython.cfunc
+@cython.inline
+def size_mask(size: cython.int) -> cython.uint:
+    if size == 4:
+        return MASK32
+    if size == 2:
+        return 0xFFFF
+    return 0xFF
+
+
+@cython.cfunc
+@cython.inline
+def sign_bit(size: cython.int) -> cython.uint:
+    if size == 4:
+        return SIGN32
+    if size == 2:
+        return 0x8000
+    return 0x80
+
+
+@cython.cfunc
+@cython.inline
+def sext(v: cython.uint, size: cython.int) -> cython.longlong:
+    """Sign-extend the low `size` bytes of v."""
+    x: cython.longlong = v & size_mask(size)
+    s: cython.longlong = sign_bit(size)
+    return (x ^ s) - s
+
+
+@cython.cfunc
+@cython.inline
+def parity(v: cython.uint) -> cython.uint:
+    """PF: 1 when the low byte has an even number of set bits."""
+    v = v & 0xFF
+    v = (v ^ (v >> 4)) & 0xF
+    return ((0x6996 >> v) & 1) ^ 1
+
+
+class CPU:
+    """One IA-32 processor with its guest-physical memory.
+
+    The harness API (mem_map, mem_write, mem_read, reg_write, reg_read, emu_start) uses
+    Unicorn's names so the same test drives both; run() is the hypervisor-facing loop."""
+
+    def __init__(self, memory=None):
+        if not cython.compiled:
+            self.regs = [0] * 8
+            self.seg_sel = [0] * 6
+            self.seg_base = [0] * 6
+            self.seg_limit = [0] * 6
+            self.seg_attr = [0] * 6
+            self.seg_lo = [0] * 6
+            self.seg_hi = [0] * 6
+            self.seg_rd = [0] * 6
+            self.seg_wr = [0] * 6
+            self.dec_table = [0] * 4096
+        table = decoder_table()
+        i: cython.int
+        for i in range(4096):
+            self.dec_table[i] = table[i]
+        self.mem = memory if memory is not None else PhysicalMemory()
+        self.io = None
+        self.exception_intercept = 0
+        self.last_exit = None
+        self.hypervisor_leaf_ebx = 0
+        self.hypervisor_leaf_ecx = 0
+        self.hypervisor_leaf_edx = 0
+        self.reset()
+
+    def reset(self):
+        """Flat 32-bit protected mode at CPL 0: the state Unicorn's UC_MODE_32 starts in
+        (and, bar EAX/EBX, the state a Multiboot loader hands a kernel)."""
+        i: cython.int
+        for i in range(8):
+            self.regs[i] = 0
+        self.eip = 0
+        self.eflags = 0x2
+        self.cc_op = CC_EAGER
+        self.cc_size = 4
+        self.cc_a = self.cc_b = self.cc_res = self.cc_cf = 0
+        for i in range(6):
+            # Selector 0 with a flat 4 GiB cache, as after Unicorn's reset. Code: type 0xB
+            # (execute/read, accessed), data: type 0x3 (read/write, accessed); D/B=1, G=1.
+            self.load_seg_cache(i, 0, 0x0000FFFF, 0x00CF9B00 if i == CS else 0x00CF9300)
+        self.gdtr_base = self.gdtr_limit = 0
+        self.ldtr_sel = self.ldtr_base = self.ldtr_limit = 0
+        self.idtr_base = self.idtr_limit = 0
+        self.cr0 = 0x00000011          # PE, ET
+        self.cr2 = self.cr3 = self.cr4 = 0
+        self.cpl = 0
+        self.icount = 0
+        self.halted = False
+        self.exit_request = 0
+        self.until = 0
+        self.fetch_page = 0
+        self.fetch_frame = 0
+        self.i_start = self.i_esp = 0
+        self.i_len = 0
+
+    # ------------------------------------------------------------------------------------
+    # Harness API (Unicorn's names)
+    # ------------------------------------------------------------------------------------
+    def mem_map(self, address, size, perms=7):
+        """Map zero-filled RAM; `perms` is accepted for Unicorn compatibility (RAM is RWX)."""
+        self.mem.map(address, size)
+        self.fetch_page = 0
+
+    def mem_write(self, address, data):
+        self.mem.write(address, data)
+
+    def mem_read(self, address, size):
+        return self.mem.read(address, size)
+
+    def reg_read(self, name):
+        name = name.lower()
+        if name in REG_NAMES:
+            return self.regs[REG_NAMES.index(name)]
+        if name == "eip":
+            return self.eip
+        if name == "eflags":
+            return self.get_eflags()
+        if name in SEG_NAMES:
+            return self.seg_sel[SEG_NAMES.index(name)]
+        if name in ("cr0", "cr2", "cr3", "cr4", "gdtr_base", "gdtr_limit", "idtr_base",
+                    "idtr_limit", "cpl"):
+            return getattr(self, name)
+        small = _SMALL_REGS.get(name)
+        if small is not None:
+            r, size, shift = small
+            return (self.regs[r] >> shift) & size_mask(size)
+        raise KeyError(f"unknown register {name!r}")
+
+    def reg_write(self, name, value):
+        name = name.lower()
+        value = int(value) & MASK32
+        if name in REG_NAMES:
+            self.regs[REG_NAMES.index(name)] = value
+        elif name == "eip":
+            self.eip = value
+        elif name == "eflags":
+            self.set_eflags(value, MASK32)
+        elif name in SEG_NAMES:
+            seg = SEG_NAMES.index(name)
+            # A selector load with every protected-mode check, as MOV Sreg would do it
+            # (CS: as a far jump would load it, keeping EIP).
+            self.i_start = self.eip
+            self.i_esp = self.regs[4]
+            try:
+                if seg == CS:
+                    eip = self.eip
+                    self.far_jump(value & 0xFFFF, eip, False, 4)
+                else:
+                    self.load_data_seg(seg, value & 0xFFFF)
+            except CPUFault as f:
+                raise ValueError(f"loading {name}={value:#06x} raises "
+                                 f"{EXCEPTION_NAMES.get(f.vector)}({f.error_code:#x})") from None
+        elif name in ("cr0", "cr2", "cr3", "cr4"):
+            setattr(self, name, value)
+            self.fetch_page = 0
+        elif name in ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit"):
+            setattr(self, name, value)
+        else:
+            small = _SMALL_REGS.get(name)
+            if small is None:
+                raise KeyError(f"unknown register {name!r}")
+            r, size, shift = small
+            mask = size_mask(size) << shift
+            self.regs[r] = (self.regs[r] & ~mask & MASK32) | ((value << shift) & mask)
+
+    def emu_start(self, begin, until, timeout=0, count=0):
+        """Run from `begin` until EIP == `until`, `count` instructions (0: no limit) or HLT.
+
+        Raises GuestFault/TripleFault for an exception the guest cannot handle and
+        UnmappedMemory for an access to unmapped guest-physical memory."""
+        self.eip = begin & MASK32
+        self.until = until & MASK32
+        self.exit_request = 0
+        budget = self.icount + count if count else 0xFFFFFFFFFFFFFFFF
+        reason = self.run_until(budget)
+        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
+            raise self.last_exit
+        return reason
+
+    def step(self):
+        """Execute exactly one instruction (or one iteration of a REP string instruction)."""
+        self.until = (self.eip - 1) & MASK32     # never reached within one instruction
+        reason = self.run_until(self.icount + 1)
+        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
+            raise self.last_exit
+        return reason
+
+    def run_until(self, budget):
+        self.use_until = True
+        try:
+            return self.run(budget)
+        finally:
+            self.use_until = False
+
+    def request_exit(self):
+        """Ask the run loop to stop after the current instruction (from a device handler)."""
+        self.exit_request = EXIT_REQUEST
+
+    def decode_length(self, address):
+        """Length of the instruction at linear `address` as the decoder sees it (faults raise
+        GuestFault-free CPUFault info as a ValueError)."""
+        saved = self.eip
+        self.eip = address & MASK32
+        try:
+            self.decode()
+            return self.i_len
+        except CPUFault as f:
+            raise ValueError(f"decoding at {address:#x} raises "
+                             f"{EXCEPTION_NAMES.get(f.vector, f.vector)}") from None
+        finally:
+            self.eip = saved
+
+    @property
+    def segments(self):
+        """Segment registers with their descriptor caches, for traces and tests."""
+        return {SEG_NAMES[i]: (self.seg_sel[i], self.seg_base[i], self.seg_limit[i],
+                               self.seg_attr[i]) for i in range(6)}
+
+    # ------------------------------------------------------------------------------------
+    # Memory path: segment check -> linear -> (paging) -> physical
+    # ------------------------------------------------------------------------------------
+    def fault(self, vector, error_code):
+        raise CPUFault(vector, error_code)
+
+    def seg_check(self, seg, off, size, write):
+        """Linear address of seg:off for an access of `size` bytes (SDM Vol. 3 5.3)."""
+        ok: cython.int = self.seg_wr[seg] if write else self.seg_rd[seg]
+        hi: cython.uint = self.seg_hi[seg]
+        if not ok or off < self.seg_lo[seg] or off > hi or hi - off < size - 1:
+            # Null selector, wrong segment type or outside the limit: #SS for the stack.
+            self.fault(SS_ if seg == SS else GP, 0)
+        return (self.seg_base[seg] + off) & MASK32
+
+    def phys_frame(self, pa, size, write):
+        frame: cython.int = self.mem.frame_of_page[pa >> 12]
+        if frame < 0:
+            raise UnmappedMemory(pa, size, "write" if write else "read")
+        return frame
+
+    def phys_read(self, pa, size):
+        off: cython.uint = pa & 0xFFF
+        frame: cython.int = self.mem.frame_of_page[pa >> 12]
+        o: cython.uint
+        v: cython.uint
+        if frame >= 0 and off <= 4096 - size:
+            o = (frame << 12) | off
+            if size == 4:
+                v = self.mem.ram[o + 3]
+                v = (v << 8) | self.mem.ram[o + 2]
+                v = (v << 8) | self.mem.ram[o + 1]
+                return (v << 8) | self.mem.ram[o]
+            if size == 1:
+                return self.mem.ram[o]
+            v = self.mem.ram[o + 1]
+            return (v << 8) | self.mem.ram[o]
+        # Unmapped, or the access crosses into the next page: byte by byte.
+        v = 0
+        i: cython.int
+        for i in range(size - 1, -1, -1):
+            o = (pa + i) & MASK32
+            frame = self.phys_frame(o, size, False)
+            v = (v << 8) | self.mem.ram[(frame << 12) | (o & 0xFFF)]
+        return v
+
+    def phys_write(self, pa, size, value):
+        off: cython.uint = pa & 0xFFF
+        frame: cython.int = self.mem.frame_of_page[pa >> 12]
+        o: cython.uint
+        i: cython.int
+        if frame >= 0 and off <= 4096 - size:
+            o = (frame << 12) | off
+            self.mem.ram[o] = value & 0xFF
+            if size >= 2:
+                self.mem.ram[o + 1] = (value >> 8) & 0xFF
+                if size == 4:
+                    self.mem.ram[o + 2] = (value >> 16) & 0xFF
+                    self.mem.ram[o + 3] = (value >> 24) & 0xFF
+            return 0
+        # Check every byte's page before writing any: a write is all or nothing.
+        for i in range(size):
+            self.phys_frame((pa + i) & MASK32, size, True)
+        for i in range(size):
+            o = (pa + i) & MASK32
+            frame = self.mem.frame_of_page[o >> 12]
+            self.mem.ram[(frame << 12) | (o & 0xFFF)] = (value >> (8 * i)) & 0xFF
+        return 0
+
+    def lin_read(self, lin, size):
+        # Linear -> physical: identity while CR0.PG is clear. Paging (a TLB, then the
+        # two-level walk) plugs in here.
+        return self.phys_read(lin, size)
+
+    def lin_write(self, lin, size, value):
+        return self.phys_write(lin, size, value)
+
+    def read(self, seg, off, size):
+        return self.lin_read(self.seg_check(seg, off, size, False), size)
+
+    def write(self, seg, off, size, value):
+        return self.lin_write(self.seg_check(seg, off, size, True), size, value)
+
+    def fetch8(self):
+        """Next instruction byte at CS:EIP+i_len (limit-checked, at most 15 bytes)."""
+        off: cython.uint = (self.i_start + self.i_len) & MASK32
+        lin: cython.uint
+        frame: cython.int
+        if self.i_len >= 15:
+            self.fault(GP, 0)          # SDM: an instruction longer than 15 bytes is #GP(0)
+        if off > self.seg_hi[CS] or off < self.seg_lo[CS]:
+            self.fault(GP, 0)
+        lin = (self.seg_base[CS] + off) & MASK32
+        if (lin >> 12) + 1 != self.fetch_page:
+            frame = self.phys_frame(lin, 1, False)
+            self.fetch_page = (lin >> 12) + 1
+            self.fetch_frame = frame
+        self.i_len += 1
+        return self.mem.ram[(self.fetch_frame << 12) | (lin & 0xFFF)]
+
+    # ------------------------------------------------------------------------------------
+    # Registers and flags
+    # ------------------------------------------------------------------------------------
+    def get_reg(self, size, r):
+        if size == 4:
+            return self.regs[r]
+        if size == 2:
+            return self.regs[r] & 0xFFFF
+        if r < 4:
+            return self.regs[r] & 0xFF
+        return (self.regs[r - 4] >> 8) & 0xFF
+
+    def set_reg(self, size, r, v):
+        if size == 4:
+            self.regs[r] = v & MASK32
+        elif size == 2:
+            self.regs[r] = (self.regs[r] & 0xFFFF0000) | (v & 0xFFFF)
+        elif r < 4:
+            self.regs[r] = (self.regs[r] & 0xFFFFFF00) | (v & 0xFF)
+        else:
+            self.regs[r - 4] = (self.regs[r - 4] & 0xFFFF00FF) | ((v & 0xFF) << 8)
+
+    def flag_cf(self):
+        op: cython.int = self.cc_op
+        sb: cython.uint
+        if op == CC_EAGER:
+            return self.eflags & 1
+        if op == CC_LOGIC:
+            return 0
+        if op == CC_INC or op == CC_DEC:
+            return self.cc_cf
+        sb = sign_bit(self.cc_size)
+        if op == CC_ADD or op == CC_ADC:
+            return 1 if ((self.cc_a & self.cc_b) | ((self.cc_a | self.cc_b) & ~self.cc_res)) & sb else 0
+        return 1 if ((~self.cc_a & self.cc_b) | ((~self.cc_a | self.cc_b) & self.cc_res)) & sb else 0
+
+    def materialize(self):
+        """Compute the six arithmetic flags from the lazy state into eflags."""
+        op: cython.int = self.cc_op
+        if op == CC_EAGER:
+            return
+        a: cython.uint = self.cc_a
+        b: cython.uint = self.cc_b
+        r: cython.uint = self.cc_res & size_mask(self.cc_size)
+        sb: cython.uint = sign_bit(self.cc_size)
+        f: cython.uint = self.flag_cf()
+        f |= parity(r) << 2
+        if r == 0:
+            f |= F_ZF
+        if r & sb:
+            f |= F_SF
+        if op != CC_LOGIC:
+            f |= (a ^ b ^ r) & F_AF
+            if op == CC_ADD or op == CC_ADC or op == CC_INC:
+                if (a ^ r) & (b ^ r) & sb:
+                    f |= F_OF
+            elif (a ^ b) & (a ^ r) & sb:
+                f |= F_OF
+        self.eflags = (self.eflags & ~ARITH_FLAGS) | f
+        self.cc_op = CC_EAGER
+
+    def get_eflags(self):
+        self.materialize()
+        return self.eflags
+
+    def set_eflags(self, value, mask):
+        """Replace the EFLAGS bits in `mask` (bit 1 always reads 1; reserved bits 0)."""
+        self.materialize()
+        self.eflags = ((self.eflags & ~mask) | (value & mask)) & 0x003F7FD5 | 0x2
+
+    def set_szp(self, res, size):
+        """SF, ZF and PF from a result (the caller has materialized the flags)."""
+        res = res & size_mask(size)
+        f: cython.uint = self.eflags & ~(F_SF | F_ZF | F_PF)
+        f |= parity(res) << 2
+        if res == 0:
+            f |= F_ZF
+        if res & sign_bit(size):
+            f |= F_SF
+        self.eflags = f
+
+    def cond(self, cc):
+        """Condition code cc (the low nibble of Jcc/SETcc/CMOVcc) against the flags."""
+        op: cython.int = self.cc_op
+        a: cython.uint
+        b: cython.uint
+        r: cython.bint
+        f: cython.uint
+        # Fast paths for compare-then-branch, straight from the lazy operands.
+        if op == CC_SUB:
+            m: cython.uint = size_mask(self.cc_size)
+            a = self.cc_a & m
+            b = self.cc_b & m
+            k: cython.int = cc >> 1
+            if k == 1:
+                r = a < b
+            elif k == 2:
+                r = a == b
+            elif k == 3:
+                r = a <= b
+            elif k == 6:
+                r = sext(a, self.cc_size) < sext(b, self.cc_size)
+            elif k == 7:
+                r = sext(a, self.cc_size) <= sext(b, self.cc_size)
+            else:
+                return self.cond_slow(cc)
+            return r != (cc & 1)
+        if op != CC_EAGER and (cc >> 1) == 2:
+            r = (self.cc_res & size_mask(self.cc_size)) == 0
+            return r != (cc & 1)
+        return self.cond_slow(cc)
+
+    def cond_slow(self, cc):
+        f = self.get_eflags()
+        k = cc >> 1
+        if k == 0:
+            r = (f & F_OF) != 0
+        elif k == 1:
+            r = (f & F_CF) != 0
+        elif k == 2:
+            r = (f & F_ZF) != 0
+        elif k == 3:
+            r = (f & (F_CF | F_ZF)) != 0
+        elif k == 4:
+            r = (f & F_SF) != 0
+        elif k == 5:
+            r = (f & F_PF) != 0
+        elif k == 6:
+            r = ((f & F_SF) != 0) != ((f & F_OF) != 0)
+        else:
+            r = (f & F_ZF) != 0 or (((f & F_SF) != 0) != ((f & F_OF) != 0))
+        return r != (cc & 1)
+
+    # ------------------------------------------------------------------------------------
+    # Decoder: prefixes, opcode, ModRM/SIB, displacement, immediates (SDM Vol. 2 ch. 2)
+    # ------------------------------------------------------------------------------------
+    def decode(self):
+        b: cython.int
+        entry: cython.int
+        kind: cython.int
+        wide: cython.int = 4 if self.code32 else 2
+        self.i_start = self.eip
+        self.i_len = 0
+        self.i_opsize = wide
+        self.i_adsize = wide
+        self.i_seg = -1
+        self.i_rep = 0
+        self.i_lock = 0
+        while True:
+            b = self.fetch8()
+            if b == 0x66:
+                self.i_opsize = 6 - wide
+            elif b == 0x67:
+                self.i_adsize = 6 - wide
+            elif b == 0x26:
+                self.i_seg = ES
+            elif b == 0x2E:
+                self.i_seg = CS
+            elif b == 0x36:
+                self.i_seg = SS
+            elif b == 0x3E:
+                self.i_seg = DS
+            elif b == 0x64:
+                self.i_seg = FS
+            elif b == 0x65:
+                self.i_seg = GS
+            elif b == 0xF0:
+                self.i_lock = 1
+            elif b == 0xF3:
+                self.i_rep = 1
+            elif b == 0xF2:
+                self.i_rep = 2
+            else:
+                break
+        if b == 0x0F:
+            b = 0x100 | self.fetch8()
+        self.i_op = b
+        entry = self.dec_table[b << 3]
+        if entry & DEC_MODRM:
+            self.decode_modrm()
+            entry = self.dec_table[(b << 3) | self.i_reg]
+        else:
+            self.i_mod = 3
+            self.i_reg = 0
+            self.i_rm = 0
+        if not (entry & DEC_VALID):
+            self.fault(UD, -1)
+        if self.i_lock and (not (entry & DEC_LOCK) or self.i_mod == 3):
+            self.fault(UD, -1)          # LOCK only on a read-modify-write of memory
+        if self.i_mod == 3 and entry & DEC_MEMONLY:
+            self.fault(UD, -1)
+        kind = entry & DEC_IMM_MASK
+        if kind != IMM_NONE:
+            if kind == IMM_B:
+                self.i_imm = self.fetch8()
+            elif kind == IMM_Z or kind == IMM_MOFFS or kind == IMM_PTR:
+                size: cython.int = self.i_adsize if kind == IMM_MOFFS else self.i_opsize
+                self.i_imm = self.fetch8()
+                self.i_imm |= self.fetch8() << 8
+                if size == 4:
+                    self.i_imm |= self.fetch8() << 16
+                    self.i_imm |= self.fetch8() << 24
+                if kind == IMM_PTR:
+                    self.i_imm2 = self.fetch8()
+                    self.i_imm2 |= self.fetch8() << 8
+            else:   # IMM_W, IMM_ENTER
+                self.i_imm = self.fetch8()
+                self.i_imm |= self.fetch8() << 8
+                if kind == IMM_ENTER:
+                    self.i_imm2 = self.fetch8()
+        elif b == 0xF6 or b == 0xF7:
+            # TEST Eb,Ib / Ev,Iz (/0 and /1) are the only group-3 forms with an immediate.
+            if self.i_reg < 2:
+                self.i_imm = self.fetch8()
+                if b == 0xF7:
+                    self.i_imm |= self.fetch8() << 8
+                    if self.i_opsize == 4:
+                        self.i_imm |= self.fetch8() << 16
+                        self.i_imm |= self.fetch8() << 24
+        self.eip = (self.i_start + self.i_len) & MASK32
+        return 0
+
+    def decode_modrm(self):
+        m: cython.int = self.fetch8()
+        mod: cython.int = m >> 6
+        rm: cython.int = m & 7
+        sib: cython.int
+        d: cython.uint
+        self.i_mod = mod
+        self.i_reg = (m >> 3) & 7
+        self.i_rm = rm
+        self.i_base = -1
+        self.i_index = -1
+        self.i_scale = 0
+        self.i_disp = 0
+        self.i_ea_seg = DS
+        if mod == 3:
+            return 0
+        if self.i_adsize == 4:
+            if rm == 4:
+                sib = self.fetch8()
+                self.i_scale = sib >> 6
+                if ((sib >> 3) & 7) != 4:
+                    self.i_index = (sib >> 3) & 7
+                if (sib & 7) == 5 and mod == 0:
+                    mod = 2                     # [index*scale + disp32], no base
+                else:
+                    self.i_base = sib & 7
+            elif rm == 5 and mod == 0:
+                mod = 2                         # [disp32]
+            else:
+                self.i_base = rm
+            if mod == 1:
+                d = self.fetch8()
+                self.i_disp = (d ^ 0x80) - 0x80 & MASK32
+            elif mod == 2:
+                d = self.fetch8()
+                d |= self.fetch8() << 8
+                d |= self.fetch8() << 16
+                d |= self.fetch8() << 24
+                self.i_disp = d
+            if self.i_base == 4 or self.i_base == 5:
+                self.i_ea_seg = SS
+        else:
+            # 16-bit forms: BX+SI, BX+DI, BP+SI, BP+DI, SI, DI, BP (disp16 if mod 0), BX
+            if rm == 6 and mod == 0:
+                mod = 2
+            else:
+                if rm < 2 or rm == 7:
+                    self.i_base = 3             # BX
+                elif rm < 4 or rm == 6:
+                    self.i_base = 5             # BP
+                    self.i_ea_seg = SS
+                if rm < 4:
+                    self.i_index = 6 + (rm & 1)     # SI, DI
+                elif rm < 6:
+                    self.i_index = 6 + (rm & 1)
+            if mod == 1:
+                d = self.fetch8()
+                self.i_disp = (d ^ 0x80) - 0x80 & 0xFFFF
+            elif mod == 2:
+                d = self.fetch8()
+                d |= self.fetch8() << 8
+                self.i_disp = d
+        if self.i_seg >= 0:
+            self.i_ea_seg = self.i_seg
+        return 0
+
+    def ea(self):
+        """Effective address (offset within the segment) of the ModRM memory operand."""
+        a: cython.uint = self.i_disp
+        if self.i_base >= 0:
+            a += self.regs[self.i_base]
+        if self.i_index >= 0:
+            a += self.regs[self.i_index] << self.i_scale
+        if self.i_adsize == 2:
+            return a & 0xFFFF
+        return a & MASK32
+
+    def read_rm(self, size):
+        if self.i_mod == 3:
+            return self.get_reg(size, self.i_rm)
+        return self.read(self.i_ea_seg, self.ea(), size)
+
+    def write_rm(self, size, v):
+        if self.i_mod == 3:
+            self.set_reg(size, self.i_rm, v)
+            return 0
+        return self.write(self.i_ea_seg, self.ea(), size, v)
+
+    def push(self, size, v):
+        sp: cython.uint
+        if self.stack32:
+            sp = (self.regs[4] - size) & MASK32
+            self.write(SS, sp, size, v)
+            self.regs[4] = sp
+        else:
+            sp = (self.regs[4] - size) & 0xFFFF
+            self.write(SS, sp, size, v)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
+        return 0
+
+    def pop(self, size):
+        sp: cython.uint
+        v: cython.uint
+        if self.stack32:
+            sp = self.regs[4]
+            v = self.read(SS, sp, size)
+            self.regs[4] = (sp + size) & MASK32
+        else:
+            sp = self.regs[4] & 0xFFFF
+            v = self.read(SS, sp, size)
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + size) & 0xFFFF)
+        return v
+
+    # ------------------------------------------------------------------------------------
+    # Execute: one branch per opcode (Bochs-style), compiled to a C switch
+    # ------------------------------------------------------------------------------------
+    def execute(self):
+        op: cython.int = self.i_op
+        size: cython.int
+        osz: cython.int = self.i_opsize
+        a: cython.uint
+        b: cython.uint
+        v: cython.uint
+        lin: cython.uint
+        r: cython.int
+        if op < 0x40 and (op & 7) < 6:
+            # ADD OR ADC SBB AND SUB XOR CMP in their six classic forms
+            form: cython.int = op & 7
+            aop: cython.int = op >> 3
+            size = osz if form & 1 else 1
+            if form < 2:                               # Eb,Gb / Ev,Gv
+                b = self.get_reg(size, self.i_reg)
+                if self.i_mod == 3:
+                    a = self.get_reg(size, self.i_rm)
+                    v = self.alu(aop, a, b, size)
+                    if aop != 7:
+                        self.set_reg(size, self.i_rm, v)
+                else:
+                    lin = self.seg_check(self.i_ea_seg, self.ea(), size, aop != 7)
+                    a = self.lin_read(lin, size)
+                    v = self.alu(aop, a, b, size)
+                    if aop != 7:
+                        self.lin_write(lin, size, v)
+            elif form < 4:                             # Gb,Eb / Gv,Ev
+                v = self.alu(aop, self.get_reg(size, self.i_reg), self.read_rm(size), size)
+                if aop != 7:
+                    self.set_reg(size, self.i_reg, v)
+            else:                                      # AL,Ib / eAX,Iz
+                v = self.alu(aop, self.get_reg(size, 0), self.i_imm, size)
+                if aop != 7:
+                    self.set_reg(size, 0, v)
+            return 0
+        if op >= 0x100:
+            return self.execute_0f()
+
+        if op in (0x80, 0x81, 0x82, 0x83):              # group 1: ALU r/m, imm
+            size = osz if op & 1 else 1
+            b = self.i_imm
+            if op == 0x83:
+                b = sext(b, 1) & size_mask(size)
+            aop = self.i_reg
+            if self.i_mod == 3:
+                v = self.alu(aop, self.get_reg(size, self.i_rm), b, size)
+                if aop != 7:
+                    self.set_reg(size, self.i_rm, v)
+            else:
+                lin = self.seg_check(self.i_ea_seg, self.ea(), size, aop != 7)
+                v = self.alu(aop, self.lin_read(lin, size), b, size)
+                if aop != 7:
+                    self.lin_write(lin, size, v)
+        elif op in (0x84, 0x85):                        # TEST r/m, r
+            size = osz if op & 1 else 1
+            self.alu(4, self.read_rm(size), self.get_reg(size, self.i_reg), size)
+        elif op in (0xA8, 0xA9):                        # TEST AL/eAX, imm
+            size = osz if op & 1 else 1
+            self.alu(4, self.get_reg(size, 0), self.i_imm, size)
+        elif op >= 0x40 and op <= 0x4F:                 # INC/DEC r
+            r = op & 7
+            self.set_reg(osz, r, self.incdec(self.get_reg(osz, r), osz, op >= 0x48))
+        elif op >= 0x50 and op <= 0x57:                 # PUSH r (PUSH ESP pushes the old ESP)
+            self.push(osz, self.get_reg(osz, op & 7))
+        elif op >= 0x58 and op <= 0x5F:                 # POP r
+            v = self.pop(osz)
+            self.set_reg(osz, op & 7, v)
+        elif op == 0x89 or op == 0x88:                  # MOV Ev,Gv / Eb,Gb
+            size = osz if op & 1 else 1
+            self.write_rm(size, self.get_reg(size, self.i_reg))
+        elif op == 0x8B or op == 0x8A:                  # MOV Gv,Ev / Gb,Eb
+            size = osz if op & 1 else 1
+            self.set_reg(size, self.i_reg, self.read_rm(size))
+        elif op >= 0xB8 and op <= 0xBF:                 # MOV r, imm
+            self.set_reg(osz, op & 7, self.i_imm)
+        elif op >= 0xB0 and op <= 0xB7:
+            self.set_reg(1, op & 7, self.i_imm)
+        elif op == 0xC6 or op == 0xC7:                  # MOV r/m, imm
+            self.write_rm(osz if op & 1 else 1, self.i_imm)
+        elif op >= 0xA0 and op <= 0xA3:                 # MOV AL/eAX <-> moffs
+            size = osz if op & 1 else 1
+            r = self.i_seg if self.i_seg >= 0 else DS
+            if op < 0xA2:
+                self.set_reg(size, 0, self.read(r, self.i_imm, size))
+            else:
+                self.write(r, self.i_imm, size, self.get_reg(size, 0))
+        elif op == 0x8D:                                # LEA
+            self.set_reg(osz, self.i_reg, self.ea())
+        elif op >= 0x70 and op <= 0x7F:                 # Jcc rel8
+            if self.cond(op & 0xF):
+                self.jump_near(self.eip + sext(self.i_imm, 1))
+        elif op == 0xEB:                                # JMP rel8
+            self.jump_near(self.eip + sext(self.i_imm, 1))
+        elif op == 0xE9:                                # JMP rel16/32
+            self.jump_near(self.eip + self.i_imm)
+        elif op == 0xE8:                                # CALL rel16/32
+            v = self.eip
+            self.jump_near(v + self.i_imm)
+            self.push(osz, v)
+        elif op == 0xC3:                                # RET
+            self.jump_near(self.pop(osz))
+        elif op == 0xC2:                                # RET imm16
+            self.jump_near(self.pop(osz))
+            if self.stack32:
+                self.regs[4] = (self.regs[4] + self.i_imm) & MASK32
+            else:
+                self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + self.i_imm) & 0xFFFF)
+        elif op in (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3):  # group 2: shifts and rotates
+            size = osz if op & 1 else 1
+            if op <= 0xC1:
+                b = self.i_imm
+            elif op <= 0xD1:
+                b = 1
+            else:
+                b = self.regs[1] & 0xFF
+            self.exec_group2(size, b)
+        elif op == 0xF6 or op == 0xF7:
+            self.exec_group3(osz if op & 1 else 1)
+        elif op == 0xFE:                                # INC/DEC Eb
+            lin = 0
+            if self.i_mod == 3:
+                self.set_reg(1, self.i_rm, self.incdec(self.get_reg(1, self.i_rm), 1, self.i_reg == 1))
+            else:
+                lin = self.seg_check(self.i_ea_seg, self.ea(), 1, True)
+                self.lin_write(lin, 1, self.incdec(self.lin_read(lin, 1), 1, self.i_reg == 1))
+        elif op == 0xFF:
+            self.exec_group5()
+        elif op == 0x86 or op == 0x87:                  # XCHG r/m, r
+            size = osz if op & 1 else 1
+            if self.i_mod == 3:
+                a = self.get_reg(size, self.i_rm)
+                self.set_reg(size, self.i_rm, self.get_reg(size, self.i_reg))
+                self.set_reg(size, self.i_reg, a)
+            else:
+                lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+                a = self.lin_read(lin, size)
+                self.lin_write(lin, size, self.get_reg(size, self.i_reg))
+                self.set_reg(size, self.i_reg, a)
+        elif op >= 0x91 and op <= 0x97:                 # XCHG eAX, r
+            a = self.get_reg(osz, 0)
+            self.set_reg(osz, 0, self.get_reg(osz, op & 7))
+            self.set_reg(osz, op & 7, a)
+        elif op == 0x90:                                # NOP (and PAUSE)
+            pass
+        elif op == 0x68:                                # PUSH imm
+            self.push(osz, self.i_imm)
+        elif op == 0x6A:
+            self.push(osz, sext(self.i_imm, 1) & size_mask(osz))
+        elif op == 0x8F:                                # POP Ev: address computed after ESP moves
+            v = self.pop(osz)
+            self.write_rm(osz, v)
+        elif op == 0x60:                                # PUSHA/PUSHAD
+            a = self.regs[4]
+            for r in range(8):
+                self.push(osz, a if r == 4 else self.get_reg(osz, r))
+        elif op == 0x61:                                # POPA/POPAD (ESP's slot is skipped)
+            self.exec_popa(osz)
+        elif op == 0x9C:                                # PUSHF/PUSHFD: VM and RF read as 0
+            self.push(osz, self.get_eflags() & 0xFCFFFF & size_mask(osz))
+        elif op == 0x9D:                                # POPF/POPFD
+            v = self.pop(osz)
+            b = POPF_MASK
+            if self.cpl > 0:
+                b &= ~F_IOPL
+            if self.cpl > ((self.eflags >> 12) & 3):
+                b &= ~F_IF
+            self.set_eflags(v, b & size_mask(osz))
+            self.eflags &= ~F_RF
+        elif op == 0xC8:
+            self.exec_enter()
+        elif op == 0xC9:                                # LEAVE
+            if self.stack32:
+                self.regs[4] = self.regs[5]
+            else:
+                self.regs[4] = (self.regs[4] & 0xFFFF0000) | (self.regs[5] & 0xFFFF)
+            v = self.pop(osz)
+            self.set_reg(osz, 5, v)
+        elif op == 0x98:                                # CBW / CWDE
+            if osz == 2:
+                self.set_reg(2, 0, sext(self.regs[0], 1))
+            else:
+                self.regs[0] = sext(self.regs[0], 2) & MASK32
+        elif op == 0x99:                                # CWD / CDQ
+            v = MASK32 if self.regs[0] & sign_bit(osz) else 0
+            self.set_reg(osz, 2, v)
+        elif op == 0x9E:                                # SAHF
+            self.set_eflags((self.regs[0] >> 8) & 0xFF, F_SF | F_ZF | F_AF | F_PF | F_CF)
+        elif op == 0x9F:                                # LAHF
+            self.set_reg(1, 4, (self.get_eflags() & 0xD5) | 0x2)
+        elif op == 0xD7:                                # XLAT
+            r = self.i_seg if self.i_seg >= 0 else DS
+            a = (self.regs[3] + (self.regs[0] & 0xFF)) & (MASK32 if self.i_adsize == 4 else 0xFFFF)
+            self.set_reg(1, 0, self.read(r, a, 1))
+        elif op in (0x27, 0x2F, 0x37, 0x3F, 0xD4, 0xD5):
+            self.exec_bcd(op)
+        elif op >= 0xE0 and op <= 0xE3:                 # LOOPNE LOOPE LOOP JECXZ
+            b = MASK32 if self.i_adsize == 4 else 0xFFFF
+            a = self.regs[1] & b
+            if op == 0xE3:
+                if a == 0:
+                    self.jump_near(self.eip + sext(self.i_imm, 1))
+            else:
+                a = (a - 1) & b
+                self.regs[1] = (self.regs[1] & ~b) | a
+                # LOOPE continues while ZF=1 (cc 4), LOOPNE while ZF=0 (cc 5)
+                if a != 0 and (op == 0xE2 or self.cond(4 if op == 0xE1 else 5)):
+                    self.jump_near(self.eip + sext(self.i_imm, 1))
+        elif op >= 0xA4 and op <= 0xAF and op != 0xA8 and op != 0xA9:
+            self.exec_string(op)
+        elif op >= 0x6C and op <= 0x6F or op >= 0xE4 and op <= 0xE7 or op >= 0xEC and op <= 0xEF:
+            self.exec_io(op)
+        elif op == 0xF8:                                # CLC
+            self.set_eflags(0, F_CF)
+        elif op == 0xF9:                                # STC
+            self.set_eflags(F_CF, F_CF)
+        elif op == 0xF5:                                # CMC
+            self.set_eflags(self.get_eflags() ^ F_CF, F_CF)
+        elif op == 0xFC:                                # CLD
+            self.eflags &= ~F_DF
+        elif op == 0xFD:                                # STD
+            self.eflags |= F_DF
+        elif op == 0xFA or op == 0xFB:                  # CLI / STI: IOPL-sensitive
+            if self.cpl > ((self.eflags >> 12) & 3):
+                self.fault(GP, 0)
+            if op == 0xFA:
+                self.eflags &= ~F_IF
+            else:
+                self.eflags |= F_IF
+        elif op == 0xF4:                                # HLT
+            if self.cpl != 0:
+                self.fault(GP, 0)
+            self.halted = True
+            self.exit_request = EXIT_HLT
+        elif op == 0xCC:                                # INT3: a trap, saved EIP is the next one
+            self.soft_exception(BP)
+        elif op == 0xCD:                                # INT n
+            self.deliver(self.i_imm, -1, True)
+        elif op == 0xCE:                                # INTO
+            if self.get_eflags() & F_OF:
+                self.soft_exception(OF_)
+        elif op == 0xCF:
+            self.iret(osz)
+        elif op in (0x06, 0x0E, 0x16, 0x1E):            # PUSH ES/CS/SS/DS
+            self.push(osz, self.seg_sel[op >> 3])
+        elif op in (0x07, 0x17, 0x1F):                  # POP ES/SS/DS
+            v = self.pop(osz)
+            self.load_data_seg(op >> 3, v & 0xFFFF)
+        elif op == 0x8C:                                # MOV Ev, Sreg
+            if self.i_reg > 5:
+                self.fault(UD, -1)
+            # To a register: zero-extended to the operand size; to memory: always 16 bits.
+            self.write_rm(osz if self.i_mod == 3 else 2, self.seg_sel[self.i_reg])
+        elif op == 0x8E:                                # MOV Sreg, Ew
+            if self.i_reg > 5 or self.i_reg == CS:
+                self.fault(UD, -1)
+            self.load_data_seg(self.i_reg, self.read_rm(2))
+        elif op == 0xEA:                                # JMP ptr16:16/32
+            self.far_jump(self.i_imm2, self.i_imm, False, osz)
+        elif op == 0x9A:                                # CALL ptr16:16/32
+            self.far_jump(self.i_imm2, self.i_imm, True, osz)
+        elif op == 0xCB:                                # RETF
+            self.far_return(osz, 0)
+        elif op == 0xCA:                                # RETF imm16
+            self.far_return(osz, self.i_imm)
+        else:
+            self.fault(UD, -1)      # the decoder table and this switch disagree
+        return 0
+
+    def execute_0f(self):
+        op: cython.int = self.i_op & 0xFF
+        osz: cython.int = self.i_opsize
+        a: cython.uint
+        b: cython.uint
+        v: cython.uint
+        lin: cython.uint
+        if op >= 0x80 and op <= 0x8F:                   # Jcc rel16/32
+            if self.cond(op & 0xF):
+                self.jump_near(self.eip + self.i_imm)
+        elif op >= 0x40 and op <= 0x4F:                 # CMOVcc: the source is always read
+            v = self.read_rm(osz)
+            if self.cond(op & 0xF):
+                self.set_reg(osz, self.i_reg, v)
+        elif op >= 0x90 and op <= 0x9F:                 # SETcc
+            self.write_rm(1, 1 if self.cond(op & 0xF) else 0)
+        elif op == 0xB6 or op == 0xB7:                  # MOVZX
+            self.set_reg(osz, self.i_reg, self.read_rm(1 if op == 0xB6 else 2))
+        elif op == 0xBE or op == 0xBF:                  # MOVSX
+            b = 1 if op == 0xBE else 2
+            self.set_reg(osz, self.i_reg, sext(self.read_rm(b), b) & size_mask(osz))
+        elif op == 0xAF:                                # IMUL Gv, Ev
+            self.exec_imul2(self.get_reg(osz, self.i_reg), self.read_rm(osz))
+        elif op in (0xA3, 0xAB, 0xB3, 0xBB):            # BT BTS BTR BTC Ev, Gv
+            self.exec_bit((op >> 3) & 3, osz, sext(self.get_reg(osz, self.i_reg), osz))
+        elif op == 0xBA:                                # BT BTS BTR BTC Ev, Ib
+            self.exec_bit(self.i_reg & 3, osz, self.i_imm & (osz * 8 - 1))
+        elif op == 0xBC or op == 0xBD:                  # BSF / BSR
+            v = self.read_rm(osz)
+            self.materialize()
+            if v == 0:
+                self.eflags |= F_ZF                     # destination left unchanged
+            else:
+                self.eflags &= ~F_ZF
+                if op == 0xBC:
+                    a = 0
+                    while not (v >> a) & 1:
+                        a += 1
+                else:
+                    a = osz * 8 - 1
+                    while not (v >> a) & 1:
+                        a -= 1
+                self.set_reg(osz, self.i_reg, a)
+        elif op in (0xA4, 0xA5, 0xAC, 0xAD):            # SHLD / SHRD
+            self.exec_shld(op >= 0xAC, self.i_imm if (op & 1) == 0 else self.regs[1] & 0xFF)
+        elif op == 0xB0 or op == 0xB1:                  # CMPXCHG
+            self.exec_cmpxchg(osz if op & 1 else 1)
+        elif op == 0xC0 or op == 0xC1:                  # XADD
+            self.exec_xadd(osz if op & 1 else 1)
+        elif op == 0xC7:                                # CMPXCHG8B m64
+            self.exec_cmpxchg8b()
+        elif op >= 0xC8:                                # BSWAP r32
+            v = self.regs[op & 7]
+            self.regs[op & 7] = ((v >> 24) | ((v >> 8) & 0xFF00) | ((v & 0xFF00) << 8)
+                                 | ((v & 0xFF) << 24)) & MASK32
+        elif op == 0x1F:                                # multi-byte NOP: decodes, does nothing
+            pass
+        elif op == 0xA2:
+            self.exec_cpuid()
+        elif op == 0x31:                                # RDTSC: time is the instruction count
+            if self.cr4 & 0x4 and self.cpl > 0:
+                self.fault(GP, 0)                       # CR4.TSD
+            self.regs[0] = self.icount & MASK32
+            self.regs[2] = (self.icount >> 32) & MASK32
+        elif op == 0xA0 or op == 0xA8:                  # PUSH FS / GS
+            self.push(osz, self.seg_sel[FS if op == 0xA0 else GS])
+        elif op == 0xA1 or op == 0xA9:                  # POP FS / GS
+            v = self.pop(osz)
+            self.load_data_seg(FS if op == 0xA1 else GS, v & 0xFFFF)
+        elif op == 0x01:
+            self.exec_system_0f01()
+        else:
+            self.fault(UD, -1)                          # includes UD2
+        return 0
+
+    # -- arithmetic ---------------------------------------------------------------------------
+    def alu(self, op, a, b, size):
+        """ADD OR ADC SBB AND SUB XOR CMP (op = ModRM.reg numbering) with lazy flags."""
+        m: cython.uint = size_mask(size)
+        r: cython.uint
+        c: cython.uint
+        a &= m
+        b &= m
+        if op == 0:
+            r = (a + b) & m
+            self.cc_op = CC_ADD
+        elif op == 5 or op == 7:
+            r = (a - b) & m
+            self.cc_op = CC_SUB
+        elif op == 4:
+            r = a & b
+            self.cc_op = CC_LOGIC
+        elif op == 1:
+            r = a | b
+            self.cc_op = CC_LOGIC
+        elif op == 6:
+            r = a ^ b
+            self.cc_op = CC_LOGIC
+        elif op == 2:
+            c = self.flag_cf()
+            r = (a + b + c) & m
+            self.cc_op = CC_ADC
+        else:
+            c = self.flag_cf()
+            r = (a - b - c) & m
+            self.cc_op = CC_SBB
+        self.cc_a = a
+        self.cc_b = b
+        self.cc_res = r
+        self.cc_size = size
+        return r
+
+    def incdec(self, a, size, dec):
+        """INC/DEC: flags as ADD/SUB 1, but CF is left as it was."""
+        m: cython.uint = size_mask(size)
+        r: cython.uint
+        self.cc_cf = self.flag_cf()
+        a &= m
+        if dec:
+            r = (a - 1) & m
+            self.cc_op = CC_DEC
+        else:
+            r = (a + 1) & m
+            self.cc_op = CC_INC
+        self.cc_a = a
+        self.cc_b = 1
+        self.cc_res = r
+        self.cc_size = size
+        return r
+
+    def exec_cmpxchg(self, size):
+        acc: cython.uint = self.get_reg(size, 0)
+        src: cython.uint = self.get_reg(size, self.i_reg)
+        dest: cython.uint
+        lin: cython.uint = 0
+        if self.i_mod == 3:
+            dest = self.get_reg(size, self.i_rm)
+        else:
+            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            dest = self.lin_read(lin, size)
+        self.alu(7, acc, dest, size)
+        if acc == dest:
+            if self.i_mod == 3:
+                self.set_reg(size, self.i_rm, src)
+            else:
+                self.lin_write(lin, size, src)
+        else:
+            if self.i_mod != 3:
+                self.lin_write(lin, size, dest)     # the processor always writes back
+            self.set_reg(size, 0, dest)
+        return 0
+
+    def exec_xadd(self, size):
+        src: cython.uint = self.get_reg(size, self.i_reg)
+        dest: cython.uint
+        r: cython.uint
+        lin: cython.uint
+        if self.i_mod == 3:
+            dest = self.get_reg(size, self.i_rm)
+            r = self.alu(0, dest, src, size)
+            self.set_reg(size, self.i_reg, dest)
+            self.set_reg(size, self.i_rm, r)
+        else:
+            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            dest = self.lin_read(lin, size)
+            r = self.alu(0, dest, src, size)
+            self.lin_write(lin, size, r)
+            self.set_reg(size, self.i_reg, dest)
+        return 0
+
+    def exec_cmpxchg8b(self):
+        lin: cython.uint = self.seg_check(self.i_ea_seg, self.ea(), 8, True)
+        lo: cython.uint = self.lin_read(lin, 4)
+        hi: cython.uint = self.lin_read((lin + 4) & MASK32, 4)
+        self.materialize()
+        if lo == self.regs[0] and hi == self.regs[2]:
+            self.lin_write(lin, 4, self.regs[3])
+            self.lin_write((lin + 4) & MASK32, 4, self.regs[1])
+            self.eflags |= F_ZF
+        else:
+            self.lin_write(lin, 4, lo)
+            self.lin_write((lin + 4) & MASK32, 4, hi)
+            self.regs[0] = lo
+            self.regs[2] = hi
+            self.eflags &= ~F_ZF
+        return 0
+
+    def exec_group2(self, size, count):
+        """ROL ROR RCL RCR SHL SHR SAL SAR on r/m by `count` (masked to 5 bits)."""
+        lin: cython.uint = 0
+        v: cython.uint
+        count &= 0x1F
+        if self.i_mod == 3:
+            v = self.get_reg(size, self.i_rm)
+        else:
+            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            v = self.lin_read(lin, size)
+        if count == 0:
+            return 0                    # no flags change, nothing is written
+        v = self.shift(self.i_reg, v, count, size)
+        if self.i_mod == 3:
+            self.set_reg(size, self.i_rm, v)
+        else:
+            self.lin_write(lin, size, v)
+        return 0
+
+    def shift(self, op, v, count, size):
+        bits: cython.int = size * 8
+        m: cython.uint = size_mask(size)
+        sb: cython.uint = sign_bit(size)
+        wide: cython.ulonglong
+        r: cython.uint
+        cf: cython.uint
+        of: cython.uint
+        c: cython.int
+        self.materialize()
+        f: cython.uint = self.eflags
+        if op < 4:
+            # Rotates write only CF and OF (OF defined for a count of 1).
+            if op == 0:                                 # ROL
+                c = count % bits
+                r = ((v << c) | (v >> (bits - c))) & m if c else v
+                cf = r & 1
+                of = (1 if r & sb else 0) ^ cf
+            elif op == 1:                               # ROR
+                c = count % bits
+                r = ((v >> c) | (v << (bits - c))) & m if c else v
+                cf = 1 if r & sb else 0
+                of = cf ^ (1 if r & (sb >> 1) else 0)
+            else:
+                c = count % (bits + 1) if bits < 32 else count
+                if c == 0:
+                    return v                            # RCL/RCR by a multiple of size+1
+                wide = (cython.cast(cython.ulonglong, f & 1) << bits) | v
+                if op == 2:                             # RCL through CF
+                    wide = ((wide << c) | (wide >> (bits + 1 - c))) & ((cython.cast(cython.ulonglong, 1) << (bits + 1)) - 1)
+                    r = wide & m
+                    cf = (wide >> bits) & 1
+                    of = (1 if r & sb else 0) ^ cf
+                else:                                   # RCR: OF from the operand before
+                    of = (1 if v & sb else 0) ^ (f & 1)
+                    wide = ((wide >> c) | (wide << (bits + 1 - c))) & ((cython.cast(cython.ulonglong, 1) << (bits + 1)) - 1)
+                    r = wide & m
+                    cf = (wide >> bits) & 1
+            self.eflags = (f & ~(F_CF | F_OF)) | cf | (of << 11)
+            return r
+        if op == 4 or op == 6:                          # SHL/SAL
+            wide = cython.cast(cython.ulonglong, v) << count
+            r = wide & m
+            cf = (wide >> bits) & 1
+            of = (1 if r & sb else 0) ^ cf
+        elif op == 5:                                   # SHR
+            r = (v >> count) & m if count < 32 else 0
+            cf = (v >> (count - 1)) & 1
+            of = 1 if v & sb else 0
+        else:                                           # SAR
+            r = (sext(v, size) >> count) & m
+            cf = (sext(v, size) >> (count - 1)) & 1
+            of = 0
+        f = (f & ~(F_CF | F_OF | F_AF)) | cf | (of << 11)
+        self.eflags = f
+        self.set_szp(r, size)
+        return r
+
+    def exec_shld(self, right, count):
+        """SHLD/SHRD Ev, Gv, count: shift in bits from the register operand."""
+        size: cython.int = self.i_opsize
+        bits: cython.int = size * 8
+        m: cython.uint = size_mask(size)
+        sb: cython.uint = sign_bit(size)
+        src: cython.uint = self.get_reg(size, self.i_reg)
+        dest: cython.uint
+        lin: cython.uint = 0
+        wide: cython.ulonglong
+        r: cython.uint
+        cf: cython.uint
+        count &= 0x1F
+        if self.i_mod == 3:
+            dest = self.get_reg(size, self.i_rm)
+        else:
+            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            dest = self.lin_read(lin, size)
+        if count == 0:
+            return 0
+        if right:
+            wide = (cython.cast(cython.ulonglong, src) << bits) | dest
+            r = (wide >> count) & m
+            cf = (wide >> (count - 1)) & 1
+        else:
+            wide = (cython.cast(cython.ulonglong, dest) << bits) | src
+            r = ((wide << count) >> bits) & m
+            cf = (wide >> (2 * bits - count)) & 1
+        self.materialize()
+        self.eflags = (self.eflags & ~(F_CF | F_OF | F_AF)) | cf
+        if (r ^ dest) & sb:
+            self.eflags |= F_OF
+        self.set_szp(r, size)
+        if self.i_mod == 3:
+            self.set_reg(size, self.i_rm, r)
+        else:
+            self.lin_write(lin, size, r)
+        return 0
+
+    def exec_bit(self, op, size, offset):
+        """BT BTS BTR BTC (op 0-3). A register offset into a memory operand may reach any
+        operand-sized word at ea + (offset DIV bits) * size, signed (SDM "Bit(BitBase, BitOffset)")."""
+        bits: cython.int = size * 8
+        bit: cython.uint
+        v: cython.uint
+        lin: cython.uint = 0
+        off: cython.uint
+        if self.i_mod == 3:
+            bit = offset & (bits - 1)
+            v = self.get_reg(size, self.i_rm)
+        else:
+            bit = offset & (bits - 1)
+            # floor division by the operand width, then scaled back to bytes
+            off = (self.ea() + cython.cast(cython.uint, ((offset - bit) // bits) * size)) & MASK32
+            if self.i_adsize == 2:
+                off &= 0xFFFF
+            lin = self.seg_check(self.i_ea_seg, off, size, op != 0)
+            v = self.lin_read(lin, size)
+        self.materialize()
+        self.eflags = (self.eflags & ~F_CF) | ((v >> bit) & 1)
+        if op == 0:
+            return 0
+        if op == 1:
+            v |= cython.cast(cython.uint, 1) << bit
+        elif op == 2:
+            v &= ~(cython.cast(cython.uint, 1) << bit)
+        else:
+            v ^= cython.cast(cython.uint, 1) << bit
+        if self.i_mod == 3:
+            self.set_reg(size, self.i_rm, v)
+        else:
+            self.lin_write(lin, size, v)
+        return 0
+
+    def exec_popa(self, size):
+        vals = [0] * 8 if not cython.compiled else None
+        sp: cython.uint = self.regs[4]
+        r: cython.int
+        v: cython.uint
+        spmask: cython.uint = MASK32 if self.stack32 else 0xFFFF
+        # Read all eight slots before changing any register: a fault leaves them intact.
+        out: cython.uint[8]
+        if not cython.compiled:
+            out = vals
+        for r in range(7, -1, -1):
+            out[r] = self.read(SS, (sp + (7 - r) * size) & spmask, size)
+        for r in range(8):
+            if r != 4:
+                self.set_reg(size, r, out[r])
+        self.regs[4] = (self.regs[4] & ~spmask) | ((sp + 8 * size) & spmask)
+        return 0
+
+    def imul_flags(self, full, size):
+        """CF = OF = 1 when the signed product does not fit the destination size."""
+        lo: cython.longlong = sext(cython.cast(cython.uint, full & size_mask(size)), size)
+        self.materialize()
+        f: cython.uint = self.eflags & ~(F_CF | F_OF | F_AF)
+        if lo != full:
+            f |= F_CF | F_OF
+        self.eflags = f
+        self.set_szp(cython.cast(cython.uint, full & size_mask(size)), size)
+        return 0
+
+    def exec_imul2(self, a, b):
+        """IMUL Gv, Ev (0F AF) and IMUL Gv, Ev, imm (69, 6B): truncated signed product."""
+        size: cython.int = self.i_opsize
+        full: cython.longlong = sext(a, size) * sext(b, size)
+        self.imul_flags(full, size)
+        self.set_reg(size, self.i_reg, cython.cast(cython.uint, full & size_mask(size)))
+        return 0
+
+    def exec_group3(self, size):
+        """TEST NOT NEG MUL IMUL DIV IDIV on r/m (F6/F7)."""
+        op: cython.int = self.i_reg
+        v: cython.uint
+        lin: cython.uint = 0
+        if op < 2:
+            self.alu(4, self.read_rm(size), self.i_imm, size)
+            return 0
+        if op >= 4:
+            return self.exec_muldiv(op, size, self.read_rm(size))
+        if self.i_mod == 3:
+            v = self.get_reg(size, self.i_rm)
+        else:
+            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            v = self.lin_read(lin, size)
+        if op == 2:                                     # NOT: no flags
+            v = ~v & size_mask(size)
+        else:                                           # NEG = 0 - v; CF = (v != 0)
+            v = self.alu(5, 0, v, size)
+        if self.i_mod == 3:
+            self.set_reg(size, self.i_rm, v)
+        else:
+            self.lin_write(lin, size, v)
+        return 0
+
+    def exec_muldiv(self, op, size, src):
+        bits: cython.int = size * 8
+        m: cython.uint = size_mask(size)
+        a: cython.ulonglong
+        p: cython.ulonglong
+        q: cython.ulonglong
+        rem: cython.ulonglong
+        sp: cython.longlong
+        sn: cython.longlong
+        sd: cython.longlong
+        un: cython.ulonglong
+        ud: cython.ulonglong
+        # The dividend / product live in AX, DX:AX or EDX:EAX.
+        if size == 1:
+            a = self.regs[0] & 0xFFFF
+        else:
+            a = (cython.cast(cython.ulonglong, self.regs[2] & m) << bits) | (self.regs[0] & m)
+        if op == 4:                                     # MUL
+            p = (a & m) * src
+            self.write_double(size, p)
+            self.materialize()
+            f: cython.uint = self.eflags & ~(F_CF | F_OF | F_AF)
+            if p >> bits:
+                f |= F_CF | F_OF
+            self.eflags = f
+            self.set_szp(cython.cast(cython.uint, p & m), size)
+        elif op == 5:                                   # IMUL (one operand): full product
+            sp = sext(cython.cast(cython.uint, a & m), size) * sext(src, size)
+            self.write_double(size, cython.cast(cython.ulonglong, sp))
+            self.imul_flags(sp, size)
+        elif op == 6:                                   # DIV
+            if src == 0:
+                self.fault(DE, -1)
+            q = a // src
+            rem = a % src
+            if q > m:
+                self.fault(DE, -1)
+            self.write_quot_rem(size, cython.cast(cython.uint, q), cython.cast(cython.uint, rem))
+        else:                                           # IDIV: quotient truncated toward 0
+            if src == 0:
+                self.fault(DE, -1)
+            if size == 1:
+                sn = sext(cython.cast(cython.uint, a), 2)
+            elif size == 2:
+                sn = sext(cython.cast(cython.uint, a), 4)
+            else:
+                sn = cython.cast(cython.longlong, a)
+            sd = sext(src, size)
+            un = (cython.cast(cython.ulonglong, 0) - cython.cast(cython.ulonglong, sn)) if sn < 0 else cython.cast(cython.ulonglong, sn)
+            ud = (cython.cast(cython.ulonglong, 0) - cython.cast(cython.ulonglong, sd)) if sd < 0 else cython.cast(cython.ulonglong, sd)
+            q = un // ud
+            rem = un % ud
+            if (sn < 0) != (sd < 0):
+                if q > (cython.cast(cython.ulonglong, 1) << (bits - 1)):
+                    self.fault(DE, -1)
+                q = cython.cast(cython.ulonglong, 0) - q
+            elif q >= (cython.cast(cython.ulonglong, 1) << (bits - 1)):
+                self.fault(DE, -1)
+            if sn < 0:
+                rem = cython.cast(cython.ulonglong, 0) - rem
+            self.write_quot_rem(size, cython.cast(cython.uint, q & m), cython.cast(cython.uint, rem & m))
+        return 0
+
+    def write_double(self, size, p):
+        """A double-width product into AX, DX:AX or EDX:EAX."""
+        if size == 1:
+            self.set_reg(2, 0, p & 0xFFFF)
+        else:
+            m: cython.uint = size_mask(size)
+            self.set_reg(size, 0, p & m)
+            self.set_reg(size, 2, (p >> (size * 8)) & m)
+
+    def write_quot_rem(self, size, q, rem):
+        if size == 1:
+            self.set_reg(2, 0, (q & 0xFF) | ((rem & 0xFF) << 8))
+        else:
+            self.set_reg(size, 0, q)
+            self.set_reg(size, 2, rem)
+
+    def exec_group5(self):
+        """INC DEC CALL CALLF JMP JMPF PUSH on Ev (FF)."""
+        op: cython.int = self.i_reg
+        osz: cython.int = self.i_opsize
+        v: cython.uint
+        lin: cython.uint
+        sel: cython.uint
+        if op < 2:
+            if self.i_mod == 3:
+                self.set_reg(osz, self.i_rm, self.incdec(self.get_reg(osz, self.i_rm), osz, op == 1))
+            else:
+                lin = self.seg_check(self.i_ea_seg, self.ea(), osz, True)
+                self.lin_write(lin, osz, self.incdec(self.lin_read(lin, osz), osz, op == 1))
+        elif op == 2:                                   # CALL near r/m
+            v = self.read_rm(osz)
+            lin = self.eip
+            self.jump_near(v)
+            self.push(osz, lin)
+        elif op == 4:                                   # JMP near r/m
+            self.jump_near(self.read_rm(osz))
+        elif op == 6:                                   # PUSH r/m
+            self.push(osz, self.read_rm(osz))
+        else:                                           # CALLF / JMPF m16:16/32
+            lin = self.ea()
+            v = self.read(self.i_ea_seg, lin, osz)
+            sel = self.read(self.i_ea_seg, (lin + osz) & MASK32, 2)
+            self.far_jump(sel, v, op == 3, osz)
+        return 0
+
+    def exec_bcd(self, op):
+        """DAA DAS AAA AAS AAM AAD, following the SDM's pseudo-code line by line."""
+        al: cython.uint = self.regs[0] & 0xFF
+        ah: cython.uint = (self.regs[0] >> 8) & 0xFF
+        self.materialize()
+        cf: cython.uint = self.eflags & F_CF
+        af: cython.uint = self.eflags & F_AF
+        f: cython.uint = self.eflags & ~(F_CF | F_AF | F_OF)
+        if op == 0x27 or op == 0x2F:                    # DAA / DAS
+            old_al: cython.uint = al
+            ncf: cython.uint = 0
+            naf: cython.uint = 0
+            if (al & 0xF) > 9 or af:
+                if op == 0x27:
+                    ncf = cf | (1 if al + 6 > 0xFF else 0)
+                    al = (al + 6) & 0xFF
+                else:
+                    ncf = cf | (1 if al < 6 else 0)
+                    al = (al - 6) & 0xFF
+                naf = F_AF
+            if old_al > 0x99 or cf:
+                al = (al + 0x60 if op == 0x27 else al - 0x60) & 0xFF
+                ncf = 1
+            elif op == 0x27:
+                ncf = 0         # DAA: "ELSE CF <- 0"; DAS keeps the borrow of the low step
+            self.eflags = f | ncf | naf
+            self.set_szp(al, 1)
+            self.set_reg(1, 0, al)
+        elif op == 0x37 or op == 0x3F:                  # AAA / AAS
+            ax: cython.uint = self.regs[0] & 0xFFFF
+            if (al & 0xF) > 9 or af:
+                if op == 0x37:
+                    ax = (ax + 0x106) & 0xFFFF
+                else:
+                    ax = (ax - 6) & 0xFFFF
+                    ax = (ax - 0x100) & 0xFFFF
+                f |= F_CF | F_AF
+            ax &= 0xFF0F
+            self.eflags = f
+            self.set_szp(ax & 0xFF, 1)
+            self.set_reg(2, 0, ax)
+        elif op == 0xD4:                                # AAM imm8
+            if self.i_imm == 0:
+                self.fault(DE, -1)
+            ah = al // self.i_imm
+            al = al % self.i_imm
+            self.eflags = f
+            self.set_szp(al, 1)
+            self.set_reg(2, 0, (ah << 8) | al)
+        else:                                           # AAD imm8
+            al = (al + ah * self.i_imm) & 0xFF
+            self.eflags = f
+            self.set_szp(al, 1)
+            self.set_reg(2, 0, al)
+        return 0
+
+    # -- strings and I/O --------------------------------------------------------------------------
+    def exec_string(self, op):
+        """MOVS CMPS STOS LODS SCAS. With REP/REPE/REPNE each iteration is one step: EIP
+        stays on the instruction until the count (or the ZF condition) ends it, so a long
+        REP is interruptible and counted, exactly as the architecture allows."""
+        size: cython.int = self.i_opsize if op & 1 else 1
+        amask: cython.uint = MASK32 if self.i_adsize == 4 else 0xFFFF
+        cnt: cython.uint
+        if not self.i_rep:
+            return self.string_once(op, size)
+        cnt = self.regs[1] & amask
+        if cnt == 0:
+            return 0
+        self.string_once(op, size)
+        cnt = (cnt - 1) & amask
+        self.regs[1] = (self.regs[1] & ~amask) | cnt
+        if cnt != 0:
+            if op == 0xA6 or op == 0xA7 or op == 0xAE or op == 0xAF:
+                # REPE stops on ZF=0, REPNE on ZF=1
+                if self.cond(4) != (self.i_rep == 1):
+                    return 0
+            self.eip = self.i_start
+        return 0
+
+    def string_once(self, op, size):
+        amask: cython.uint = MASK32 if self.i_adsize == 4 else 0xFFFF
+        src: cython.int = self.i_seg if self.i_seg >= 0 else DS
+        si: cython.uint = self.regs[6] & amask
+        di: cython.uint = self.regs[7] & amask
+        delta: cython.uint = (-size if self.eflags & F_DF else size) & MASK32
+        v: cython.uint
+        lin: cython.uint
+        if op == 0xA4 or op == 0xA5:                    # MOVS
+            v = self.read(src, si, size)
+            self.write(ES, di, size, v)
+            self.regs[6] = (self.regs[6] & ~amask) | ((si + delta) & amask)
+            self.regs[7] = (self.regs[7] & ~amask) | ((di + delta) & amask)
+        elif op == 0xAA or op == 0xAB:                  # STOS
+            self.write(ES, di, size, self.get_reg(size, 0))
+            self.regs[7] = (self.regs[7] & ~amask) | ((di + delta) & amask)
+        elif op == 0xAC or op == 0xAD:                  # LODS
+            v = self.read(src, si, size)
+            self.set_reg(size, 0, v)
+            self.regs[6] = (self.regs[6] & ~amask) | ((si + delta) & amask)
+        elif op == 0xA6 or op == 0xA7:                  # CMPS: [src:eSI] - [ES:eDI]
+            v = self.read(src, si, size)
+            self.alu(7, v, self.read(ES, di, size), size)
+            self.regs[6] = (self.regs[6] & ~amask) | ((si + delta) & amask)
+            self.regs[7] = (self.regs[7] & ~amask) | ((di + delta) & amask)
+        elif op == 0xAE or op == 0xAF:                  # SCAS: acc - [ES:eDI]
+            self.alu(7, self.get_reg(size, 0), self.read(ES, di, size), size)
+            self.regs[7] = (self.regs[7] & ~amask) | ((di + delta) & amask)
+        elif op == 0x6C or op == 0x6D:                  # INS: check the destination first
+            lin = self.seg_check(ES, di, size, True)
+            self.lin_write(lin, size, self.port_in(self.regs[2] & 0xFFFF, size))
+            self.regs[7] = (self.regs[7] & ~amask) | ((di + delta) & amask)
+        else:                                           # OUTS
+            v = self.read(src, si, size)
+            self.port_out(self.regs[2] & 0xFFFF, size, v)
+            self.regs[6] = (self.regs[6] & ~amask) | ((si + delta) & amask)
+        return 0
+
+    def io_allowed(self, port, size):
+        """IN/OUT/INS/OUTS at CPL > IOPL need the TSS I/O permission bitmap, which arrives
+        with the TSS; until then such an access is refused with #GP(0)."""
+        if self.cpl > ((self.eflags >> 12) & 3):
+            self.fault(GP, 0)
+        return 0
+
+    def port_in(self, port, size):
+        if self.io is None:
+            return size_mask(size)      # nothing answers: the bus floats high
+        return self.io.read(port, size) & size_mask(size)
+
+    def port_out(self, port, size, value):
+        if self.io is not None:
+            self.io.write(port, size, value & size_mask(size))
+        return 0
+
+    def exec_io(self, op):
+        size: cython.int = self.i_opsize if op & 1 else 1
+        port: cython.uint
+        if op <= 0x6F:                                  # INS / OUTS, maybe with REP
+            self.io_allowed(self.regs[2] & 0xFFFF, size)
+            return self.exec_string(op)
+        port = self.i_imm & 0xFF if op <= 0xE7 else self.regs[2] & 0xFFFF
+        self.io_allowed(port, size)
+        if (op & 2) == 0:                               # IN
+            self.set_reg(size, 0, self.port_in(port, size))
+        else:                                           # OUT
+            self.port_out(port, size, self.get_reg(size, 0))
+        return 0
+
+    # -- stack frames ----------------------------------------------------------------------------
+    def exec_enter(self):
+        """ENTER imm16, imm8 as in the SDM's pseudo-code (nesting level mod 32)."""
+        osz: cython.int = self.i_opsize
+        alloc: cython.uint = self.i_imm
+        level: cython.int = self.i_imm2 & 31
+        spmask: cython.uint = MASK32 if self.stack32 else 0xFFFF
+        bp: cython.uint = self.regs[5]
+        frame: cython.uint
+        i: cython.int
+        self.push(osz, self.get_reg(osz, 5))
+        frame = self.regs[4] & spmask
+        if level > 0:
+            for i in range(1, level):
+                bp = (bp & ~spmask) | ((bp - osz) & spmask)
+                self.push(osz, self.read(SS, bp & spmask, osz))
+            self.push(osz, frame)
+        self.regs[5] = (self.regs[5] & ~spmask) | frame
+        self.regs[4] = (self.regs[4] & ~spmask) | ((frame - alloc) & spmask)
+        return 0
+
+    # -- system ------------------------------------------------------------------------------------
+    def exec_system_0f01(self):
+        """SGDT SIDT LGDT LIDT SMSW (0F 01 /0-/4)."""
+        op: cython.int = self.i_reg
+        off: cython.uint
+        base: cython.uint
+        limit: cython.uint
+        if op == 4:                                     # SMSW: r32 gets all of CR0
+            self.write_rm(self.i_opsize if self.i_mod == 3 else 2, self.cr0)
+            return 0
+        off = self.ea()
+        if op < 2:                                      # SGDT / SIDT: 16-bit limit, 32-bit base
+            limit = self.gdtr_limit if op == 0 else self.idtr_limit
+            base = self.gdtr_base if op == 0 else self.idtr_base
+            self.seg_check(self.i_ea_seg, off, 6, True)
+            self.write(self.i_ea_seg, off, 2, limit)
+            self.write(self.i_ea_seg, (off + 2) & MASK32, 4, base)
+            return 0
+        if self.cpl != 0:
+            self.fault(GP, 0)
+        limit = self.read(self.i_ea_seg, off, 2)
+        base = self.read(self.i_ea_seg, (off + 2) & MASK32, 4)
+        if self.i_opsize == 2:
+            base &= 0xFFFFFF                            # 24-bit base with a 16-bit operand
+        if op == 2:
+            self.gdtr_base = base
+            self.gdtr_limit = limit
+        else:
+            self.idtr_base = base
+            self.idtr_limit = limit
+        return 0
+
+    def exec_cpuid(self):
+        leaf: cython.uint = self.regs[0]
+        if leaf >= 0x40000000 and leaf <= 0x4FFFFFFF and self.hypervisor_leaf_ebx:
+            # Reserved for a hypervisor to announce itself (as paravirt guests probe it).
+            self.regs[0] = 0x40000000
+            self.regs[3] = self.hypervisor_leaf_ebx
+            self.regs[1] = self.hypervisor_leaf_ecx
+            self.regs[2] = self.hypervisor_leaf_edx
+            return 0
+        if leaf >= SIGN32:
+            self.regs[0] = SIGN32                       # 0x80000000: no extended leaves
+            self.regs[3] = self.regs[1] = self.regs[2] = 0
+            return 0
+        if leaf == 0:
+            self.regs[0] = 1                            # highest basic leaf
+            self.regs[3] = 0x756E6547                   # "GenuinePyVMM" in EBX, EDX, ECX
+            self.regs[2] = 0x50656E69
+            self.regs[1] = 0x4D4D5679
+            return 0
+        # Leaf 1 (and, as on Intel, any basic leaf above the highest): family 5 model 2.
+        self.regs[0] = 0x00000521
+        self.regs[3] = 0
+        self.regs[1] = SIGN32 if self.hypervisor_leaf_ebx else 0        # "hypervisor present"
+        self.regs[2] = (1 << 4) | (1 << 8) | (1 << 15)  # TSC, CMPXCHG8B, CMOV
+        return 0
+
+    def jump_near(self, target):
+        if self.i_opsize == 2:
+            target &= 0xFFFF
+        if target > self.seg_hi[CS] or target < self.seg_lo[CS]:
+            self.fault(GP, 0)
+        self.eip = target
+        return 0
+
+    # ------------------------------------------------------------------------------------
+    # Segments and descriptor tables (SDM Vol. 3 ch. 3 and 5)
+    # ------------------------------------------------------------------------------------
+    def load_seg_cache(self, seg, sel, lo, hi):
+        """Fill a segment register's hidden part from descriptor dwords lo/hi."""
+        limit: cython.uint = (lo & 0xFFFF) | (hi & 0xF0000)
+        typ: cython.uint = (hi >> 8) & 0xF
+        if hi & 0x800000:                               # G: 4 KiB granularity
+            limit = (limit << 12) | 0xFFF
+        self.seg_sel[seg] = sel & 0xFFFF
+        self.seg_base[seg] = ((lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)) & MASK32
+        self.seg_limit[seg] = limit
+        self.seg_attr[seg] = hi & 0x00F0FF00
+        present: cython.int = 1 if hi & 0x8000 else 0
+        if typ & 0x8:                                   # code: readable if R, never writable
+            self.seg_rd[seg] = present if typ & 0x2 else 0
+            self.seg_wr[seg] = 0
+            self.seg_lo[seg] = 0
+            self.seg_hi[seg] = limit
+        else:                                           # data: writable if W
+            self.seg_rd[seg] = present
+            self.seg_wr[seg] = present if typ & 0x2 else 0
+            if typ & 0x4:                               # expand-down: (limit, top]
+                self.seg_lo[seg] = (limit + 1) & MASK32
+                self.seg_hi[seg] = MASK32 if hi & 0x400000 else 0xFFFF
+                if limit == MASK32 or (limit >= 0xFFFF and not hi & 0x400000):
+                    self.seg_rd[seg] = self.seg_wr[seg] = 0     # empty segment
+            else:
+                self.seg_lo[seg] = 0
+                self.seg_hi[seg] = limit
+        if seg == CS:
+            self.code32 = (hi & 0x400000) != 0
+        elif seg == SS:
+            self.stack32 = (hi & 0x400000) != 0
+        return 0
+
+    def load_null_seg(self, seg, sel):
+        """A null selector in DS/ES/FS/GS: loading is fine, any use is #GP(0)."""
+        self.seg_sel[seg] = sel & 0xFFFF
+        self.seg_base[seg] = 0
+        self.seg_limit[seg] = 0
+        self.seg_attr[seg] = 0
+        self.seg_rd[seg] = self.seg_wr[seg] = 0
+        self.seg_lo[seg] = 1
+        self.seg_hi[seg] = 0
+
+    def read_descriptor(self, sel, ext):
+        """Fetch the descriptor for `sel` into d_lo/d_hi; #GP(sel) when outside its table."""
+        index: cython.uint = sel & 0xFFF8
+        base: cython.uint = self.gdtr_base
+        limit: cython.uint = self.gdtr_limit
+        if sel & 4:
+            if (self.ldtr_sel & 0xFFFC) == 0:
+                self.fault(GP, (sel & 0xFFFC) | ext)
+            base = self.ldtr_base
+            limit = self.ldtr_limit
+        if index + 7 > limit:
+            self.fault(GP, (sel & 0xFFFC) | ext)
+        self.d_addr = (base + index) & MASK32
+        self.d_lo = self.lin_read(self.d_addr, 4)
+        self.d_hi = self.lin_read((self.d_addr + 4) & MASK32, 4)
+        return 0
+
+    def set_accessed(self):
+        """Set the accessed bit of the descriptor last read, as the processor does on a load."""
+        if not self.d_hi & 0x100:
+            self.d_hi |= 0x100
+            self.lin_write((self.d_addr + 4) & MASK32, 4, self.d_hi)
+        return 0
+
+    def load_data_seg(self, seg, sel):
+        """MOV/POP to SS, DS, ES, FS, GS with the protected-mode checks (SDM MOV, POP)."""
+        rpl: cython.int = sel & 3
+        hi: cython.uint
+        dpl: cython.int
+        err: cython.uint = sel & 0xFFFC
+        if err == 0:
+            if seg == SS:
+                self.fault(GP, 0)
+            self.load_null_seg(seg, sel)
+            return 0
+        self.read_descriptor(sel, 0)
+        hi = self.d_hi
+        dpl = (hi >> 13) & 3
+        if seg == SS:
+            # a writable data segment with RPL = DPL = CPL
+            if rpl != self.cpl or (hi & 0x1A00) != 0x1200 or dpl != self.cpl:
+                self.fault(GP, err)
+            if not hi & 0x8000:
+                self.fault(SS_, err)
+        else:
+            if not hi & 0x1000 or (hi & 0xA00) == 0x800:    # system, or execute-only code
+                self.fault(GP, err)
+            if (hi & 0xC00) != 0xC00 and (rpl > dpl or self.cpl > dpl):   # not conforming code
+                self.fault(GP, err)
+            if not hi & 0x8000:
+                self.fault(NP, err)
+        self.set_accessed()
+        self.load_seg_cache(seg, sel, self.d_lo, self.d_hi)
+        return 0
+
+    def code_descriptor_checks(self, sel, rpl_limit, ext):
+        """Checks on a code-segment descriptor (already in d_lo/d_hi) as a far JMP/CALL
+        target; returns its limit."""
+        hi: cython.uint = self.d_hi
+        err: cython.uint = (sel & 0xFFFC) | ext
+        dpl: cython.int = (hi >> 13) & 3
+        if (hi & 0x1800) != 0x1800:                     # must be a code segment (S=1, code)
+            self.fault(GP, err)
+        if hi & 0x400:                                  # conforming
+            if dpl > self.cpl:
+                self.fault(GP, err)
+        elif (sel & 3) > rpl_limit or dpl != self.cpl:
+            self.fault(GP, err)
+        if not hi & 0x8000:
+            self.fault(NP, err)
+        limit: cython.uint = (self.d_lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & 0x800000:
+            limit = (limit << 12) | 0xFFF
+        return limit
+
+    def far_jump(self, sel, offset, call, opsize):
+        """JMP/CALL ptr16:16/32 and m16:16/32 to a code segment at the same privilege.
+
+        Call gates, task gates and TSS descriptors are system descriptors: they arrive
+        with the privilege work; until then they are refused with #GP(selector)."""
+        limit: cython.uint
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        self.read_descriptor(sel, 0)
+        if not self.d_hi & 0x1000:
+            self.fault(GP, sel & 0xFFFC)
+        limit = self.code_descriptor_checks(sel, self.cpl, 0)
+        if opsize == 2:
+            offset &= 0xFFFF
+        if offset > limit:
+            self.fault(GP, 0)
+        if call:
+            self.push(opsize, self.seg_sel[CS])
+            self.push(opsize, self.eip)
+        self.set_accessed()
+        self.load_seg_cache(CS, (sel & 0xFFFC) | self.cpl, self.d_lo, self.d_hi)
+        self.eip = offset
+        return 0
+
+    def far_return(self, opsize, extra):
+        """RETF (imm16) to the same privilege level."""
+        new_eip: cython.uint = self.pop(opsize)
+        sel: cython.uint = self.pop(opsize) & 0xFFFF
+        limit: cython.uint
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        if (sel & 3) != self.cpl:
+            # RPL < CPL is #GP; RPL > CPL is a return to an outer ring (pops SS:ESP), which
+            # needs the privilege machinery; refused with #GP(selector) until then.
+            self.fault(GP, sel & 0xFFFC)
+        self.read_descriptor(sel, 0)
+        limit = self.code_descriptor_checks(sel, self.cpl, 0)
+        if new_eip > limit:
+            self.fault(GP, 0)
+        self.set_accessed()
+        self.load_seg_cache(CS, sel, self.d_lo, self.d_hi)
+        self.eip = new_eip
+        if self.stack32:
+            self.regs[4] = (self.regs[4] + extra) & MASK32
+        else:
+            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + extra) & 0xFFFF)
+        return 0
+
+    def iret(self, opsize):
+        """IRET/IRETD to the same privilege level (SDM IRET: RETURN-TO-SAME-PRIVILEGE-LEVEL)."""
+        new_eip: cython.uint
+        sel: cython.uint
+        flags: cython.uint
+        mask: cython.uint
+        limit: cython.uint
+        if self.eflags & F_NT:
+            self.fault(GP, 0)       # a nested-task return needs task switching (not yet)
+        new_eip = self.pop(opsize)
+        sel = self.pop(opsize) & 0xFFFF
+        flags = self.pop(opsize)
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        if (sel & 3) != self.cpl:
+            self.fault(GP, sel & 0xFFFC)   # outer-ring return: see far_return
+        self.read_descriptor(sel, 0)
+        limit = self.code_descriptor_checks(sel, self.cpl, 0)
+        if new_eip > limit:
+            self.fault(GP, 0)
+        # CF PF AF ZF SF TF DF OF NT (+ RF AC ID for 32 bits); IF if CPL <= IOPL; IOPL at CPL 0
+        mask = 0x4DD5
+        if opsize == 4:
+            mask |= 0x250000
+        if self.cpl <= ((self.eflags >> 12) & 3):
+            mask |= F_IF
+        if self.cpl == 0:
+            mask |= F_IOPL
+        self.set_accessed()
+        self.load_seg_cache(CS, sel, self.d_lo, self.d_hi)
+        self.eip = new_eip
+        self.set_eflags(flags, mask)
+        return 0
+
+    # ------------------------------------------------------------------------------------
+    # Exceptions and interrupts (SDM Vol. 3 ch. 6)
+    # ------------------------------------------------------------------------------------
+    def deliver(self, vector, error_code, software):
+        """Enter the handler for `vector` through the IDT at the current privilege level.
+
+        `software`: INT n / INT3 / INTO, which check the gate's DPL and are not external
+        (EXT = 0 in error codes). EIP must already be the address the exception saves."""
+        ext: cython.uint = 0 if software else 1
+        idx: cython.uint = (vector & 0xFF) * 8
+        lo: cython.uint
+        hi: cython.uint
+        typ: cython.uint
+        sel: cython.uint
+        offset: cython.uint
+        limit: cython.uint
+        psize: cython.int
+        flags: cython.uint
+        if idx + 7 > self.idtr_limit:
+            self.fault(GP, idx | 2 | ext)
+        lo = self.lin_read((self.idtr_base + idx) & MASK32, 4)
+        hi = self.lin_read((self.idtr_base + idx + 4) & MASK32, 4)
+        typ = (hi >> 8) & 0x1F
+        if typ != 0xE and typ != 0xF and typ != 0x6 and typ != 0x7:
+            # Task gates (type 5) need task switching, not yet supported: #GP like a bad type.
+            self.fault(GP, idx | 2 | ext)
+        if software and ((hi >> 13) & 3) < self.cpl:
+            self.fault(GP, idx | 2)
+        if not hi & 0x8000:
+            self.fault(NP, idx | 2 | ext)
+        sel = lo >> 16
+        offset = (hi & 0xFFFF0000) | (lo & 0xFFFF) if typ >= 0xE else lo & 0xFFFF
+        psize = 4 if typ >= 0xE else 2
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, ext)
+        self.read_descriptor(sel, ext)
+        if (self.d_hi & 0x1800) != 0x1800 or ((self.d_hi >> 13) & 3) > self.cpl:
+            self.fault(GP, (sel & 0xFFFC) | ext)
+        if not self.d_hi & 0x8000:
+            self.fault(NP, (sel & 0xFFFC) | ext)
+        if not self.d_hi & 0x400 and ((self.d_hi >> 13) & 3) < self.cpl:
+            # A more privileged handler: stack switch through the TSS (not yet supported).
+            self.fault(GP, (sel & 0xFFFC) | ext)
+        limit = (self.d_lo & 0xFFFF) | (self.d_hi & 0xF0000)
+        if self.d_hi & 0x800000:
+            limit = (limit << 12) | 0xFFF
+        if offset > limit:
+            self.fault(GP, ext)
+        flags = self.get_eflags()
+        self.push(psize, flags)
+        self.push(psize, self.seg_sel[CS])
+        self.push(psize, self.eip)
+        if error_code >= 0:
+            self.push(psize, error_code)
+        self.set_accessed()
+        self.load_seg_cache(CS, (sel & 0xFFFC) | self.cpl, self.d_lo, self.d_hi)
+        self.eip = offset
+        flags &= ~(F_TF | F_NT | F_RF | F_VM)
+        if (typ & 1) == 0:                              # interrupt gate: IF cleared
+            flags &= ~F_IF
+        self.eflags = flags
+        self.halted = False
+        return 0
+
+    def soft_exception(self, vector):
+        """INT3 / INTO: exceptions raised by an instruction as a trap (EIP already next)."""
+        if (self.exception_intercept >> vector) & 1:
+            self.last_exit = ExceptionExit(vector, -1, self.eip, True)
+            self.exit_request = EXIT_EXCEPTION
+            return 0
+        return self.deliver(vector, -1, True)
+
+    def raise_exception(self, vector, error_code):
+        """Deliver an exception raised by an instruction, escalating a fault during
+        delivery to #DF and a fault while delivering #DF to a triple fault (SDM table 6-5).
+
+        Returns 0 once a handler is entered, or an EXIT_* code."""
+        chain = [(vector, error_code)]
+        saved_eip = self.eip
+        saved_esp = self.regs[4]
+        while True:
+            if vector < 32 and (self.exception_intercept >> vector) & 1:
+                self.last_exit = ExceptionExit(vector, error_code, saved_eip, False)
+                return EXIT_EXCEPTION
+            try:
+                self.deliver(vector, error_code if vector in ERROR_CODE_VECTORS else -1, False)
+                self.icount += 1        # a delivery is a step of guest time: loops terminate
+                return 0
+            except CPUFault as f:
+                self.eip = saved_eip
+                self.regs[4] = saved_esp
+                if vector == DF_:
+                    chain.append((f.vector, f.error_code))
+                    first, err = chain[0]
+                    self.last_exit = TripleFault(first, err, saved_eip, chain, self.bytes_at(saved_eip),
+                                                 "the guest has no usable handler (triple fault)")
+                    return EXIT_TRIPLE_FAULT
+                if (vector in CONTRIBUTORY and f.vector in CONTRIBUTORY) or \
+                        (vector == PF and (f.vector == PF or f.vector in CONTRIBUTORY)):
+                    vector, error_code = DF_, 0
+                else:
+                    vector, error_code = f.vector, f.error_code
+                chain.append((vector, error_code))
+
+    def bytes_at(self, eip):
+        """Up to 15 instruction bytes at CS:eip, for error messages (never faults)."""
+        out = bytearray()
+        for i in range(15):
+            lin = (self.seg_base[CS] + eip + i) & MASK32
+            if not self.mem.is_mapped(lin):
+                break
+            out += self.mem.read(lin, 1)
+        return bytes(out)
+
+    # ------------------------------------------------------------------------------------
+    # The run loop
+    # ------------------------------------------------------------------------------------
+    def run_inner(self, limit):
+        while self.icount < limit:
+            if self.use_until and self.eip == self.until:
+                return EXIT_UNTIL
+            self.i_esp = self.regs[4]
+            self.decode()
+            self.execute()
+            self.icount += 1
+            if self.exit_request:
+                r: cython.int = self.exit_request
+                self.exit_request = 0
+                return r
+        return EXIT_COUNT
+
+    def run(self, max_instructions):
+        """Run until `icount` reaches `max_instructions` or something stops the CPU.
+
+        Returns an EXIT_* code; details of the stop are in `last_exit`. A faulting
+        instruction is rolled back (EIP and ESP) and its exception delivered here."""
+        r: cython.int
+        while True:
+            try:
+                return self.run_inner(max_instructions)
+            except CPUFault as f:
+                vector = f.vector
+                err = f.error_code
+            except UnmappedMemory as u:
+                self.eip = self.i_start
+                self.regs[4] = self.i_esp
+                u.eip = self.i_start
+                self.last_exit = u
+                return EXIT_UNMAPPED
+            self.eip = self.i_start
+            self.regs[4] = self.i_esp
+            r = self.raise_exception(vector, err)
+            if r:
+                return r
+
+
+class ExceptionExit:
+    """An intercepted exception (see CPU.exception_intercept): what a VMM is told."""
+    __slots__ = ("vector", "error_code", "eip", "software")
+
+    def __init__(self, vector, error_code, eip, software):
+        self.vector = vector
+        self.error_code = None if error_code < 0 else error_code
+        self.eip = eip
+        self.software = software
+
+    def __repr__(self):
+        return (f"ExceptionExit({EXCEPTION_NAMES.get(self.vector, self.vector)}, "
+                f"error_code={self.error_code}, eip={self.eip:#x})")
+
+
+# 8- and 16-bit register names for reg_read/reg_write: (register, size, shift)
+_SMALL_REGS = {}
+for _i, _n in enumerate(("a", "c", "d", "b")):
+    _SMALL_REGS[_n + "l"] = (_i, 1, 0)
+    _SMALL_REGS[_n + "h"] = (_i, 1, 8)
+    _SMALL_REGS[_n + "x"] = (_i, 2, 0)
+for _i, _n in enumerate(("sp", "bp", "si", "di")):
+    _SMALL_REGS[_n] = (_i + 4, 2, 0)
+_SMALL_REGS["ip"] = None
+del _SMALL_REGS["ip"]

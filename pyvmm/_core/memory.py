@@ -1,0 +1,107 @@
+"""Guest-physical memory: RAM frames mapped at page granularity.
+
+A guest-physical address is split into a page number and an offset. `frame_of_page[page]`
+names the 4 KiB frame of `backing` that holds the page, or -1 when nothing is mapped
+there. This is the level that a later MMIO region or a per-page dirty log hooks into, and
+the level the CPU's linear-to-physical step (paging) translates to.
+
+Mapping is sparse, so a harness may map, say, 4 KiB at 0x1000 and 1 MiB at 0xC0000000
+(as with Unicorn's `mem_map`) without allocating the space between them.
+"""
+from array import array
+
+import cython
+
+PAGE_SHIFT = 12
+PAGE_MASK = 0xFFF
+PAGE_SIZE = 4096
+ADDRESS_SPACE = 1 << 32
+
+
+class UnmappedMemory(Exception):
+    """A guest-physical access hit an address with no RAM behind it."""
+
+    def __init__(self, address, size, kind):
+        self.address = address
+        self.size = size
+        self.kind = kind
+        super().__init__(f"{kind} of {size} byte(s) at unmapped guest-physical address {address:#010x}")
+
+
+class PhysicalMemory:
+    def __init__(self):
+        self.backing = bytearray()
+        self.ram = self.backing
+        self._frame_table = array("i", [-1]) * (ADDRESS_SPACE >> PAGE_SHIFT)
+        self.frame_of_page = self._frame_table
+        self.frames = 0
+        self.regions = []
+
+    # -- mapping -------------------------------------------------------------------------
+    def map(self, address, size):
+        """Map zero-filled RAM at [address, address+size); both must be page aligned.
+
+        Pages already mapped keep their contents (mapping twice is harmless)."""
+        if address & PAGE_MASK or size & PAGE_MASK or size <= 0:
+            raise ValueError(f"mem_map({address:#x}, {size:#x}): address and size must be "
+                             f"non-zero multiples of {PAGE_SIZE:#x}")
+        if address < 0 or address + size > ADDRESS_SPACE:
+            raise ValueError(f"mem_map({address:#x}, {size:#x}): beyond the 4 GiB physical space")
+        first = address >> PAGE_SHIFT
+        count = size >> PAGE_SHIFT
+        new = [p for p in range(first, first + count) if self._frame_table[p] < 0]
+        if new:
+            # Growing a bytearray that a typed view points into is not allowed: drop the
+            # views, grow, then take them again.
+            self.ram = None
+            self.backing.extend(bytes(len(new) << PAGE_SHIFT))
+            for p in new:
+                self._frame_table[p] = self.frames
+                self.frames += 1
+            self.ram = self.backing
+        self.regions.append((address, size))
+
+    def is_mapped(self, address):
+        if address >= ADDRESS_SPACE:
+            return False
+        return self.frame_of_page[address >> PAGE_SHIFT] >= 0
+
+    # -- bulk access from the host (loader, harness) ----------------------------------------
+    def read(self, address, size):
+        """Bytes at guest-physical [address, address+size); raises UnmappedMemory."""
+        out = bytearray(size)
+        done = 0
+        while done < size:
+            a = address + done
+            frame = self._frame(a, size, "read")
+            off = a & PAGE_MASK
+            n = min(size - done, PAGE_SIZE - off)
+            base = (frame << PAGE_SHIFT) + off
+            out[done:done + n] = self.backing[base:base + n]
+            done += n
+        return bytes(out)
+
+    def write(self, address, data):
+        """Copy `data` to guest-physical memory at `address`; raises UnmappedMemory and
+        then writes nothing at all."""
+        data = bytes(data)
+        size = len(data)
+        for a in range(address & ~PAGE_MASK, address + size, PAGE_SIZE):
+            self._frame(max(a, address), size, "write")
+        done = 0
+        while done < size:
+            a = address + done
+            frame = self._frame(a, size, "write")
+            off = a & PAGE_MASK
+            n = min(size - done, PAGE_SIZE - off)
+            base = (frame << PAGE_SHIFT) + off
+            self.backing[base:base + n] = data[done:done + n]
+            done += n
+
+    def _frame(self, address, size, kind):
+        if address < 0 or address >= ADDRESS_SPACE:
+            raise UnmappedMemory(address, size, kind)
+        frame = self._frame_table[address >> PAGE_SHIFT]
+        if frame < 0:
+            raise UnmappedMemory(address, size, kind)
+        return frame

@@ -1,0 +1,509 @@
+"""Run one code snippet on Unicorn and on pyvmm, and compare the two result records.
+
+A `Case` is everything both machines need: the memory regions to map and their initial
+contents, the code (placed inside one of those regions), the registers, where to stop
+(`until` and/or `count`), plus what the comparison needs to know about the instruction:
+which EFLAGS bits and which result bytes the SDM leaves undefined (from
+`pyvmm._core.isa.undefined_mask`), and which ranges of memory to compare.
+
+`UnicornRunner.run(case)` and `PyvmmRunner.run(case)` return the same `Result` record:
+the 8 GPRs, EIP and EFLAGS, the bytes of the compared ranges, and the outcome, one of
+    ok          the run stopped at `until`, after `count` instructions, or at HLT
+    exception   the guest raised exception `vector` (no IDT: the run stops there)
+    unmapped    an access hit unmapped guest-physical memory at `address`
+    error       anything else: a host-side Python exception (pyvmm) or UcError (Unicorn)
+`compare(case, a, b)` lists the differing fields; `format_report` prints a failure with
+capstone's disassembly, the inputs and both results side by side.
+
+Unicorn pitfalls handled here (measured with Unicorn 2.1.4):
+  * translations are cached per address: after rewriting code at an address already
+    executed, `ctl_remove_cache` must be called, which `run` does for every region;
+  * after an exception reported through UC_HOOK_INTR, QEMU's `old_exception` state is
+    never cleared, so the NEXT exception is escalated (#DE -> #DF -> silent shutdown):
+    a Uc that has seen any exception, or that ran a system/segment instruction, is thrown
+    away and a fresh one (~0.6 ms) is made for the next case;
+  * #UD is not delivered to UC_HOOK_INTR but raised as UC_ERR_INSN_INVALID: mapped here
+    to exception vector 6;
+  * a REP string instruction is one "instruction" per iteration for `count=`: cases
+    that count instructions (branches) never use REP, the others stop at `until`.
+  * Unicorn does not check segment limits or null data selectors, and accepts LOCK in
+    front of non-lockable instructions (`lock mov` runs): cases are built so neither
+    matters (single instructions; LOCK only where the SDM allows it, or with a register
+    destination, which Unicorn rejects as #UD too).
+
+State after an `unmapped` stop is not architectural on either side (the access stops the
+harness in the middle of the instruction), so for that outcome only the outcome and the
+address are compared.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+STATE_REGS = GPRS + ("eip", "eflags")
+
+# EFLAGS bits, for reports
+FLAG_NAMES = ((0x1, "CF"), (0x4, "PF"), (0x10, "AF"), (0x40, "ZF"), (0x80, "SF"),
+              (0x100, "TF"), (0x200, "IF"), (0x400, "DF"), (0x800, "OF"), (0x3000, "IOPL"),
+              (0x4000, "NT"), (0x10000, "RF"), (0x20000, "VM"), (0x40000, "AC"),
+              (0x80000, "VIF"), (0x100000, "VIP"), (0x200000, "ID"))
+CF, PF, AF, ZF, SF, OF = 0x001, 0x004, 0x010, 0x040, 0x080, 0x800
+
+EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
+                   8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
+                   16: "#MF", 17: "#AC"}
+
+
+def flag_names(bits):
+    return " ".join(n for b, n in FLAG_NAMES if bits & b) or "-"
+
+
+# ------------------------------------------------------------------------------------------
+# Case and Result
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One snippet with its machine state, and what the comparison may ignore."""
+    code: bytes
+    code_addr: int
+    regs: Dict[str, int]                          # GPRs and 'eflags' (EIP = code_addr)
+    regions: Tuple[Tuple[int, int], ...]          # (address, size) to map, page aligned
+    memory: List[Tuple[int, bytes]] = field(default_factory=list)   # initial contents
+    compare_ranges: Tuple[Tuple[int, int], ...] = ()                # compared after the run
+    until: Optional[int] = None                   # default: code_addr + len(code)
+    count: int = 0                                # instructions (0 = no limit)
+    # -- for the comparison ---------------------------------------------------------------
+    family: str = ""
+    insn: object = None                           # the isa.Insn row, when known
+    opsize: int = 32
+    adsize: int = 32
+    shift_count: Optional[int] = None             # masked count of a shift/rotate
+    flag_mask: int = 0                            # EFLAGS bits the SDM leaves undefined
+    undefined_regs: Dict[str, int] = field(default_factory=dict)   # reg -> undefined bits
+    undefined_mem: List[Tuple[int, int]] = field(default_factory=list)  # undefined bytes
+    fresh: bool = False                           # run on a fresh emulator instance
+    # -- for the report --------------------------------------------------------------------
+    description: str = ""
+    notes: Dict[str, object] = field(default_factory=dict)
+    watch: List[Tuple[int, int]] = field(default_factory=list)  # input bytes worth printing
+
+    @property
+    def end(self):
+        return self.until if self.until is not None else self.code_addr + len(self.code)
+
+    def initial_memory(self, address, size):
+        """The initial bytes of [address, address+size) as this case sets them up."""
+        out = bytearray(size)
+        for addr, data in self.memory:
+            lo = max(addr, address)
+            hi = min(addr + len(data), address + size)
+            if lo < hi:
+                out[lo - address:hi - address] = data[lo - addr:hi - addr]
+        return bytes(out)
+
+
+@dataclass
+class Result:
+    regs: Dict[str, int]
+    memory: Dict[int, bytes]
+    outcome: str = "ok"                           # ok | exception | unmapped | error
+    vector: Optional[int] = None
+    error_code: Optional[int] = None              # pyvmm only (Unicorn does not report it)
+    address: Optional[int] = None                 # of the unmapped access
+    error: str = ""
+    length: Optional[int] = None                  # decoded length, when the runner knows it
+    runner: str = ""
+
+    def outcome_text(self):
+        if self.outcome == "exception":
+            name = EXCEPTION_NAMES.get(self.vector, f"vector {self.vector}")
+            err = "" if self.error_code is None else f"({self.error_code:#x})"
+            return f"exception {name}{err}"
+        if self.outcome == "unmapped":
+            return f"unmapped @{self.address:#x}" if self.address is not None else "unmapped"
+        if self.outcome == "error":
+            return f"error: {self.error}"
+        return "ok"
+
+
+# ------------------------------------------------------------------------------------------
+# Known Unicorn deviations from the SDM
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Deviation:
+    """One place where Unicorn contradicts the Intel SDM; the comparison ignores `flags`
+    (EFLAGS bits) for cases matching mnemonic, operand pattern and `when`."""
+    mnemonic: str
+    operands: Optional[str]                       # isa operand string, None = every form
+    flags: int
+    when: Callable[[Case], bool]
+    condition: str                                # `when` in words
+    sdm: str                                      # why Unicorn is wrong
+    reference: str = ""
+
+    def applies(self, case):
+        ins = case.insn
+        if ins is None or ins.mnemonic != self.mnemonic:
+            return False
+        if self.operands is not None and ins.operands != self.operands:
+            return False
+        return bool(self.when(case))
+
+
+# Every entry is narrow: one mnemonic, one operand pattern (or an explicit list), only the
+# flag bits that were measured to be wrong, only under the condition that makes them wrong.
+KNOWN_DEVIATIONS: List[Deviation] = []
+
+
+def deviations_for(case, deviations=None):
+    devs = KNOWN_DEVIATIONS if deviations is None else deviations
+    return [d for d in devs if d.applies(case)]
+
+
+# ------------------------------------------------------------------------------------------
+# capstone
+# ------------------------------------------------------------------------------------------
+_CS = None
+
+
+def _capstone():
+    global _CS
+    if _CS is None:
+        import capstone
+        _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    return _CS
+
+
+def disassemble(code, address=0):
+    """(text, length) of the first instruction in `code` by capstone; (None, None) when
+    capstone cannot decode it."""
+    for insn in _capstone().disasm_lite(bytes(code), address, 1):
+        _addr, size, mnemonic, op_str = insn
+        return f"{mnemonic} {op_str}".strip(), size
+    return None, None
+
+
+def disassemble_all(code, address=0):
+    lines = []
+    for addr, size, mnemonic, op_str in _capstone().disasm_lite(bytes(code), address):
+        lines.append((addr, size, f"{mnemonic} {op_str}".strip()))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+# Unicorn
+# ------------------------------------------------------------------------------------------
+class UnicornRunner:
+    """Runs cases on one reused Uc (UC_ARCH_X86, UC_MODE_32); a fresh Uc replaces it when
+    the memory layout changes, the case asks for it, or the last run left state that would
+    leak into the next case (an exception, see the module docstring)."""
+
+    def __init__(self):
+        from unicorn import x86_const as X
+        self._X = X
+        self._reg_ids = {name: getattr(X, "UC_X86_REG_" + name.upper()) for name in STATE_REGS}
+        self._seg_ids = [getattr(X, "UC_X86_REG_" + s) for s in ("CS", "SS", "DS", "ES", "FS", "GS")]
+        self.uc = None
+        self.layout = None
+        self.dirty = True
+        self.created = 0
+        self._intr = []
+        self._unmapped = []
+
+    def _new(self, regions):
+        import unicorn
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        for addr, size in regions:
+            uc.mem_map(addr, size)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)
+        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._hook_unmapped)
+        self.uc = uc
+        self.layout = tuple(regions)
+        self.dirty = False
+        self.created += 1
+
+    def _hook_intr(self, uc, intno, user_data):
+        self._intr.append(intno)
+        uc.emu_stop()
+
+    def _hook_unmapped(self, uc, access, address, size, value, user_data):
+        self._unmapped.append(address)
+        return False
+
+    def run(self, case):
+        import unicorn
+        regions = tuple(case.regions)
+        if self.uc is None or self.dirty or case.fresh or regions != self.layout:
+            self._new(regions)
+        uc = self.uc
+        for addr, size in regions:
+            uc.mem_write(addr, case.initial_memory(addr, size))
+            uc.ctl_remove_cache(addr, addr + size)
+        for name in GPRS:
+            uc.reg_write(self._reg_ids[name], case.regs.get(name, 0) & 0xFFFFFFFF)
+        uc.reg_write(self._reg_ids["eflags"], case.regs.get("eflags", 2))
+        self._intr.clear()
+        self._unmapped.clear()
+        result = Result(regs={}, memory={}, runner="unicorn")
+        try:
+            uc.emu_start(case.code_addr, case.end, count=case.count)
+        except unicorn.UcError as e:
+            self.dirty = True
+            if e.errno == unicorn.UC_ERR_INSN_INVALID:
+                result.outcome, result.vector = "exception", 6
+            elif e.errno in (unicorn.UC_ERR_READ_UNMAPPED, unicorn.UC_ERR_WRITE_UNMAPPED,
+                             unicorn.UC_ERR_FETCH_UNMAPPED):
+                result.outcome = "unmapped"
+                result.address = self._unmapped[0] if self._unmapped else None
+            else:
+                result.outcome, result.error = "error", f"UcError: {e}"
+        if self._intr:
+            self.dirty = True
+            result.outcome, result.vector = "exception", self._intr[0]
+        for name in STATE_REGS:
+            result.regs[name] = uc.reg_read(self._reg_ids[name])
+        if any(uc.reg_read(s) for s in self._seg_ids):
+            self.dirty = True
+        for addr, size in case.compare_ranges:
+            result.memory[addr] = bytes(uc.mem_read(addr, size))
+        return result
+
+
+# ------------------------------------------------------------------------------------------
+# pyvmm
+# ------------------------------------------------------------------------------------------
+def default_cpu_class():
+    import pyvmm
+    return pyvmm.CPU
+
+
+class PyvmmRunner:
+    """Runs cases on a pyvmm CPU class (compiled or pure). A CPU is reused between cases
+    while nothing but GPRs, EIP, EFLAGS and memory can have changed (same rule as for
+    Unicorn); otherwise each case gets a fresh CPU()."""
+
+    def __init__(self, cpu_class=None, reuse=True):
+        import pyvmm
+        self.cpu_class = cpu_class or pyvmm.CPU
+        self.GuestFault = pyvmm.GuestFault
+        self.UnmappedMemory = pyvmm.UnmappedMemory
+        # The pure core defines its own exception classes: catch those too.
+        mod = __import__(self.cpu_class.__module__, fromlist=["GuestFault"])
+        self._faults = tuple({self.GuestFault, getattr(mod, "GuestFault", self.GuestFault)})
+        memmod = __import__(self.cpu_class.__module__.rsplit(".", 1)[0] + ".memory",
+                            fromlist=["UnmappedMemory"])
+        self._unmapped = tuple({self.UnmappedMemory,
+                                getattr(memmod, "UnmappedMemory", self.UnmappedMemory)})
+        self.reuse = reuse
+        self.cpu = None
+        self.layout = None
+        self.dirty = True
+        self.created = 0
+
+    def new_cpu(self, regions):
+        cpu = self.cpu_class()
+        for addr, size in regions:
+            cpu.mem_map(addr, size)
+        self.cpu = cpu
+        self.layout = tuple(regions)
+        self.dirty = False
+        self.created += 1
+        return cpu
+
+    def run(self, case):
+        regions = tuple(case.regions)
+        if (not self.reuse or self.cpu is None or self.dirty or case.fresh
+                or regions != self.layout):
+            self.new_cpu(regions)
+        cpu = self.cpu
+        for addr, size in regions:
+            cpu.mem_write(addr, case.initial_memory(addr, size))
+        for name in GPRS:
+            cpu.reg_write(name, case.regs.get(name, 0) & 0xFFFFFFFF)
+        cpu.reg_write("eflags", case.regs.get("eflags", 2))
+        result = Result(regs={}, memory={}, runner="pyvmm")
+        decode_length = getattr(cpu, "decode_length", None)
+        if decode_length is not None:
+            try:
+                result.length = decode_length(case.code_addr)
+            except Exception:               # #UD and friends: no length
+                result.length = None
+        try:
+            cpu.emu_start(case.code_addr, case.end, count=case.count)
+        except self._faults as e:
+            self.dirty = True
+            result.outcome, result.vector, result.error_code = "exception", e.vector, e.error_code
+            if cpu.reg_read("eip") != e.eip:
+                result.outcome = "error"
+                result.error = (f"GuestFault.eip={e.eip:#x} but the CPU's EIP is "
+                                f"{cpu.reg_read('eip'):#x}")
+        except self._unmapped as e:
+            self.dirty = True
+            result.outcome, result.address = "unmapped", e.address
+        except Exception as e:              # never expected: a bug in pyvmm
+            self.dirty = True
+            import traceback
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            result.outcome = "error"
+            result.error = f"{type(e).__name__}: {e} ({tb.filename}:{tb.lineno})"
+        try:
+            for name in STATE_REGS:
+                result.regs[name] = cpu.reg_read(name)
+            if any(cpu.reg_read(s) for s in ("cs", "ss", "ds", "es", "fs", "gs")):
+                self.dirty = True
+            for addr, size in case.compare_ranges:
+                result.memory[addr] = bytes(cpu.mem_read(addr, size))
+        except Exception as e:
+            self.dirty = True
+            result.outcome = "error"
+            result.error += f"; reading state raised {type(e).__name__}: {e}"
+        return result
+
+
+# ------------------------------------------------------------------------------------------
+# Comparison
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Diff:
+    field: str
+    a: str
+    b: str
+    note: str = ""
+
+
+def _byte_runs(a, b):
+    """[(offset, length)] of the runs where two equal-length byte strings differ."""
+    runs = []
+    i, n = 0, len(a)
+    while i < n:
+        if a[i] != b[i]:
+            j = i
+            while j < n and a[j] != b[j]:
+                j += 1
+            runs.append((i, j - i))
+            i = j
+        else:
+            i += 1
+    return runs
+
+
+def ignored_flags(case, deviations=None):
+    """(mask, [Deviation]) of the EFLAGS bits the comparison ignores for `case`."""
+    devs = deviations_for(case, deviations)
+    mask = case.flag_mask
+    for d in devs:
+        mask |= d.flags
+    return mask, devs
+
+
+def compare(case, a, b, deviations=None, check_length=True):
+    """Differences between two results of `case`, as a list of Diff (empty: they agree).
+
+    Ignored: the EFLAGS bits in case.flag_mask (the SDM's undefined bits) and those of a
+    matching KNOWN_DEVIATIONS entry; registers/bytes the SDM leaves undefined
+    (case.undefined_regs / undefined_mem); for an `unmapped` outcome, the state."""
+    diffs = []
+    if a.outcome != b.outcome or a.vector != b.vector:
+        diffs.append(Diff("outcome", a.outcome_text(), b.outcome_text()))
+        if "error" in (a.outcome, b.outcome) or a.outcome == "unmapped" or b.outcome == "unmapped":
+            return diffs
+    if a.outcome == "unmapped" and b.outcome == "unmapped":
+        if a.address is not None and b.address is not None and a.address != b.address:
+            diffs.append(Diff("unmapped address", f"{a.address:#x}", f"{b.address:#x}"))
+        return diffs
+    if check_length:
+        _text, cs_len = disassemble(case.code, case.code_addr)
+        for r in (a, b):
+            if r.length is not None and cs_len is not None and r.length != cs_len:
+                diffs.append(Diff(f"length ({r.runner})", str(cs_len), str(r.length),
+                                  "capstone vs decoder"))
+    mask, _devs = ignored_flags(case, deviations)
+    for name in STATE_REGS:
+        va, vb = a.regs.get(name), b.regs.get(name)
+        if va is None or vb is None:
+            continue
+        if name == "eflags":
+            if (va ^ vb) & ~mask & 0xFFFFFFFF:
+                diffs.append(Diff(name, f"{va:08x}", f"{vb:08x}",
+                                  "differs in " + flag_names((va ^ vb) & ~mask)))
+            continue
+        undefined = case.undefined_regs.get(name, 0)
+        if (va ^ vb) & ~undefined & 0xFFFFFFFF:
+            diffs.append(Diff(name, f"{va:08x}", f"{vb:08x}"))
+    for addr, size in case.compare_ranges:
+        ma, mb = a.memory.get(addr), b.memory.get(addr)
+        if ma is None or mb is None or ma == mb:
+            continue
+        ma, mb = bytearray(ma), bytearray(mb)
+        for uaddr, usize in case.undefined_mem:
+            lo, hi = max(uaddr, addr), min(uaddr + usize, addr + size)
+            for i in range(lo - addr, hi - addr):
+                ma[i] = mb[i] = 0
+        for off, n in _byte_runs(ma, mb):
+            shown = min(n, 16)
+            more = " ..." if n > shown else ""
+            diffs.append(Diff(f"mem {addr + off:#x}+{n}", ma[off:off + shown].hex(" ") + more,
+                              mb[off:off + shown].hex(" ") + more))
+    return diffs
+
+
+def format_regs(regs, names=GPRS):
+    return " ".join(f"{n}={regs.get(n, 0) & 0xFFFFFFFF:08x}" for n in names)
+
+
+def format_report(case, a, b, diffs, title="mismatch", deviations=None):
+    """A failure message: the case (capstone disassembly, inputs) and both results side by
+    side, differing fields marked."""
+    lines = [f"=== {title}: [{case.family}] {case.description} ==="]
+    text, cs_len = disassemble(case.code, case.code_addr)
+    lines.append(f"code @{case.code_addr:#010x}: {case.code.hex(' ')}")
+    lines.append(f"  capstone: {text if text else '(cannot decode)'}"
+                 f"   length {cs_len}; {a.runner} length {a.length}; {b.runner} length {b.length}")
+    if len(case.code) > (cs_len or 0):
+        for addr, size, t in disassemble_all(case.code, case.code_addr)[1:]:
+            lines.append(f"            {addr:#010x}: {t}")
+    lines.append(f"  opsize {case.opsize} adsize {case.adsize}; stop at {case.end:#x}"
+                 + (f", count {case.count}" if case.count else ""))
+    lines.append("inputs:")
+    lines.append("  " + format_regs(case.regs, GPRS[:4]))
+    lines.append("  " + format_regs(case.regs, GPRS[4:]))
+    fl = case.regs.get("eflags", 2)
+    lines.append(f"  eflags={fl:08x} [{flag_names(fl)}]")
+    for k, v in case.notes.items():
+        lines.append(f"  {k}: {v:#x}" if isinstance(v, int) else f"  {k}: {v}")
+    for addr, size in case.watch:
+        lines.append(f"  mem[{addr:#x}..+{size}] = {case.initial_memory(addr, size).hex(' ')}")
+    mask, devs = ignored_flags(case, deviations)
+    lines.append(f"ignored EFLAGS bits: {mask:#x} [{flag_names(mask)}]"
+                 + "".join(f"; known deviation: {d.mnemonic} {d.operands} ({d.condition})"
+                           for d in devs))
+    if case.undefined_regs or case.undefined_mem:
+        lines.append(f"undefined results ignored: regs {case.undefined_regs} "
+                     f"mem {case.undefined_mem}")
+    w = 26
+    lines.append(f"{'field':<18}{a.runner:<{w}}{b.runner:<{w}}")
+    differing = {d.field for d in diffs}
+    lines.append(f"{'outcome':<18}{a.outcome_text():<{w}}{b.outcome_text():<{w}}"
+                 + ("  <--" if "outcome" in differing else ""))
+    for name in STATE_REGS:
+        va, vb = a.regs.get(name), b.regs.get(name)
+        sa = "-" if va is None else f"{va:08x}"
+        sb = "-" if vb is None else f"{vb:08x}"
+        mark = "  <--" if name in differing else ""
+        if name == "eflags" and va is not None and vb is not None:
+            sa += f" [{flag_names(va & 0x8D5)}]"
+            sb += f" [{flag_names(vb & 0x8D5)}]"
+        lines.append(f"{name:<18}{sa:<{w}}{sb:<{w}}{mark}")
+    for d in diffs:
+        if d.field not in STATE_REGS and d.field != "outcome":
+            lines.append(f"{d.field:<18}{d.a:<{w}}{d.b:<{w}}  <--" + (f" {d.note}" if d.note else ""))
+    for d in diffs:
+        if d.field == "eflags" and d.note:
+            lines.append(f"eflags {d.note}")
+    return "\n".join(lines)
+
+
+def run_both(case, first, second):
+    """Run `case` on two runners; (result_first, result_second, diffs)."""
+    a = first.run(case)
+    b = second.run(case)
+    return a, b, compare(case, a, b)
