@@ -51,6 +51,8 @@ cdef class CPU:
     # -- instruction fetch: the code page last used ----------------------------------------------
     cdef unsigned int fetch_page         # linear page number + 1 (0 = none)
     cdef int fetch_frame
+    cdef bint fetch_fast                 # the whole 15-byte window is on one page, in limit
+    cdef unsigned int fetch_base         # RAM offset of i_start when fetch_fast
 
     # -- outside world -----------------------------------------------------------------------------
     cdef public PhysicalMemory mem
@@ -64,6 +66,7 @@ cdef class CPU:
     cdef public unsigned int ldtr_sel, ldtr_base, ldtr_limit
     cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
     cdef public bint use_until
+    cdef int soft_vector                 # INT n/INT3/INTO being delivered, else -1
 
     # -- memory path ----------------------------------------------------------------------
     cdef int fault(self, int vector, long long error_code) except -1
@@ -78,23 +81,23 @@ cdef class CPU:
     cdef int fetch8(self) except -1
 
     # -- registers and flags --------------------------------------------------------------
-    cdef unsigned int get_reg(self, int size, int r)
-    cdef void set_reg(self, int size, int r, unsigned int v)
-    cdef unsigned int flag_cf(self)
-    cdef void materialize(self)
-    cdef unsigned int get_eflags(self)
-    cdef void set_eflags(self, unsigned int value, unsigned int mask)
-    cdef void set_szp(self, unsigned int res, int size)
+    cdef unsigned int get_reg(self, int size, int r) noexcept
+    cdef void set_reg(self, int size, int r, unsigned int v) noexcept
+    cdef unsigned int flag_cf(self) noexcept
+    cdef void materialize(self) noexcept
+    cdef unsigned int get_eflags(self) noexcept
+    cdef void set_eflags(self, unsigned int value, unsigned int mask) noexcept
+    cdef void set_szp(self, unsigned int res, int size) noexcept
     @cython.locals(m=cython.uint, k=cython.int)
-    cdef bint cond(self, int cc)
+    cdef bint cond(self, int cc) noexcept
     @cython.locals(f=cython.uint, k=cython.int, r=bint)
-    cdef bint cond_slow(self, int cc)
+    cdef bint cond_slow(self, int cc) noexcept
 
     # -- decode ---------------------------------------------------------------------------
     @cython.locals(size=cython.int)
     cdef int decode(self) except -1
     cdef int decode_modrm(self) except -1
-    cdef unsigned int ea(self)
+    cdef unsigned int ea(self) noexcept
     cdef int64_t read_rm(self, int size) except -1
     cdef int write_rm(self, int size, unsigned int v) except -1
     cdef int push(self, int size, unsigned int v) except -1
@@ -104,14 +107,14 @@ cdef class CPU:
     @cython.locals(form=cython.int, aop=cython.int)
     cdef int execute(self) except -1
     cdef int execute_0f(self) except -1
-    cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size)
-    cdef unsigned int incdec(self, unsigned int a, int size, bint dec)
+    cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size) noexcept
+    cdef unsigned int incdec(self, unsigned int a, int size, bint dec) noexcept
     cdef int exec_cmpxchg(self, int size) except -1
     cdef int exec_xadd(self, int size) except -1
     cdef int exec_cmpxchg8b(self) except -1
     cdef int exec_group2(self, int size, unsigned int count) except -1
     @cython.locals(f=cython.uint)
-    cdef unsigned int shift(self, int op, unsigned int v, unsigned int count, int size)
+    cdef unsigned int shift(self, int op, unsigned int v, unsigned int count, int size) noexcept
     cdef int exec_shld(self, bint right, unsigned int count) except -1
     cdef int exec_bit(self, int op, int size, long long offset) except -1
     @cython.locals(vals=object, out=cython.uint[8])
@@ -123,8 +126,8 @@ cdef class CPU:
     @cython.locals(f=cython.uint)
     cdef int exec_muldiv(self, int op, int size, unsigned int src) except -1
     @cython.locals(m=cython.uint)
-    cdef void write_double(self, int size, unsigned long long p)
-    cdef void write_quot_rem(self, int size, unsigned int q, unsigned int rem)
+    cdef void write_double(self, int size, unsigned long long p) noexcept
+    cdef void write_quot_rem(self, int size, unsigned int q, unsigned int rem) noexcept
     cdef int exec_group5(self) except -1
     @cython.locals(old_al=cython.uint, ncf=cython.uint, naf=cython.uint, ax=cython.uint)
     cdef int exec_bcd(self, int op) except -1
@@ -141,8 +144,8 @@ cdef class CPU:
 
     # -- segments and descriptor tables --------------------------------------------------------
     @cython.locals(present=cython.int)
-    cdef int load_seg_cache(self, int seg, unsigned int sel, unsigned int lo, unsigned int hi)
-    cdef void load_null_seg(self, int seg, unsigned int sel)
+    cdef int load_seg_cache(self, int seg, unsigned int sel, unsigned int lo, unsigned int hi) noexcept
+    cdef void load_null_seg(self, int seg, unsigned int sel) noexcept
     cdef int read_descriptor(self, unsigned int sel, unsigned int ext) except -1
     cdef int set_accessed(self) except -1
     cdef int load_data_seg(self, int seg, unsigned int sel) except -1

@@ -156,6 +156,18 @@ class TripleFault(GuestFault):
     """A fault while delivering #DF: the processor shuts down (SDM Vol. 3 6.15, vector 8)."""
 
 
+def instruction_length(code, address):
+    """capstone's length of the first instruction in `code` (0 if it decodes none)."""
+    try:
+        import capstone
+    except ImportError:  # pragma: no cover
+        return 0
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    for insn in md.disasm(bytes(code), address):
+        return insn.size
+    return 0
+
+
 def disassemble(code, address):
     """capstone's text for the first instruction in `code`, or "" when unavailable."""
     try:
@@ -170,6 +182,7 @@ def disassemble(code, address):
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
 def size_mask(size: cython.int) -> cython.uint:
     if size == 4:
         return MASK32
@@ -180,6 +193,7 @@ def size_mask(size: cython.int) -> cython.uint:
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
 def sign_bit(size: cython.int) -> cython.uint:
     if size == 4:
         return SIGN32
@@ -190,6 +204,7 @@ def sign_bit(size: cython.int) -> cython.uint:
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
 def sext(v: cython.uint, size: cython.int) -> cython.longlong:
     """Sign-extend the low `size` bytes of v."""
     x: cython.longlong = v & size_mask(size)
@@ -199,6 +214,7 @@ def sext(v: cython.uint, size: cython.int) -> cython.longlong:
 
 @cython.cfunc
 @cython.inline
+@cython.exceptval(check=False)
 def parity(v: cython.uint) -> cython.uint:
     """PF: 1 when the low byte has an even number of set bits."""
     v = v & 0xFF
@@ -261,6 +277,7 @@ class CPU:
         self.icount = 0
         self.halted = False
         self.exit_request = 0
+        self.soft_vector = -1
         self.until = 0
         self.fetch_page = 0
         self.fetch_frame = 0
@@ -475,9 +492,16 @@ class CPU:
 
     def fetch8(self):
         """Next instruction byte at CS:EIP+i_len (limit-checked, at most 15 bytes)."""
-        off: cython.uint = (self.i_start + self.i_len) & MASK32
+        off: cython.uint
         lin: cython.uint
         frame: cython.int
+        if self.fetch_fast:
+            # decode() found all 15 possible bytes in the limit and on one mapped page
+            if self.i_len < 15:
+                off = self.fetch_base + self.i_len
+                self.i_len += 1
+                return self.mem.ram[off]
+        off = (self.i_start + self.i_len) & MASK32
         if self.i_len >= 15:
             self.fault(GP, 0)          # SDM: an instruction longer than 15 bytes is #GP(0)
         if off > self.seg_hi[CS] or off < self.seg_lo[CS]:
@@ -633,6 +657,13 @@ class CPU:
         wide: cython.int = 4 if self.code32 else 2
         self.i_start = self.eip
         self.i_len = 0
+        self.fetch_fast = False
+        lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
+        if (lin >> 12) + 1 == self.fetch_page and (lin & 0xFFF) <= 0x1000 - 15 and \
+                self.eip >= self.seg_lo[CS] and self.eip <= self.seg_hi[CS] - 14 and \
+                self.seg_hi[CS] >= 14:
+            self.fetch_fast = True
+            self.fetch_base = (self.fetch_frame << 12) | (lin & 0xFFF)
         self.i_opsize = wide
         self.i_adsize = wide
         self.i_seg = -1
@@ -888,12 +919,15 @@ class CPU:
         elif op in (0xA8, 0xA9):                        # TEST AL/eAX, imm
             size = osz if op & 1 else 1
             self.alu(4, self.get_reg(size, 0), self.i_imm, size)
-        elif op >= 0x40 and op <= 0x4F:                 # INC/DEC r
+        elif op in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F):
+            # INC/DEC r
             r = op & 7
             self.set_reg(osz, r, self.incdec(self.get_reg(osz, r), osz, op >= 0x48))
-        elif op >= 0x50 and op <= 0x57:                 # PUSH r (PUSH ESP pushes the old ESP)
+        elif op in (0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57):
+            # PUSH r (PUSH ESP pushes the old ESP)
             self.push(osz, self.get_reg(osz, op & 7))
-        elif op >= 0x58 and op <= 0x5F:                 # POP r
+        elif op in (0x58, 0x59, 0x5A, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F):
+            # POP r
             v = self.pop(osz)
             self.set_reg(osz, op & 7, v)
         elif op == 0x89 or op == 0x88:                  # MOV Ev,Gv / Eb,Gb
@@ -902,13 +936,14 @@ class CPU:
         elif op == 0x8B or op == 0x8A:                  # MOV Gv,Ev / Gb,Eb
             size = osz if op & 1 else 1
             self.set_reg(size, self.i_reg, self.read_rm(size))
-        elif op >= 0xB8 and op <= 0xBF:                 # MOV r, imm
+        elif op in (0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF):
+            # MOV r, imm
             self.set_reg(osz, op & 7, self.i_imm)
-        elif op >= 0xB0 and op <= 0xB7:
+        elif op in (0xB0, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7):
             self.set_reg(1, op & 7, self.i_imm)
         elif op == 0xC6 or op == 0xC7:                  # MOV r/m, imm
             self.write_rm(osz if op & 1 else 1, self.i_imm)
-        elif op >= 0xA0 and op <= 0xA3:                 # MOV AL/eAX <-> moffs
+        elif op in (0xA0, 0xA1, 0xA2, 0xA3):            # MOV AL/eAX <-> moffs
             size = osz if op & 1 else 1
             r = self.i_seg if self.i_seg >= 0 else DS
             if op < 0xA2:
@@ -917,7 +952,8 @@ class CPU:
                 self.write(r, self.i_imm, size, self.get_reg(size, 0))
         elif op == 0x8D:                                # LEA
             self.set_reg(osz, self.i_reg, self.ea())
-        elif op >= 0x70 and op <= 0x7F:                 # Jcc rel8
+        elif op in (0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x7B, 0x7C, 0x7D, 0x7E, 0x7F):
+            # Jcc rel8
             if self.cond(op & 0xF):
                 self.jump_near(self.eip + sext(self.i_imm, 1))
         elif op == 0xEB:                                # JMP rel8
@@ -967,7 +1003,8 @@ class CPU:
                 a = self.lin_read(lin, size)
                 self.lin_write(lin, size, self.get_reg(size, self.i_reg))
                 self.set_reg(size, self.i_reg, a)
-        elif op >= 0x91 and op <= 0x97:                 # XCHG eAX, r
+        elif op in (0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97):
+            # XCHG eAX, r
             a = self.get_reg(osz, 0)
             self.set_reg(osz, 0, self.get_reg(osz, op & 7))
             self.set_reg(osz, op & 7, a)
@@ -1024,7 +1061,7 @@ class CPU:
             self.set_reg(1, 0, self.read(r, a, 1))
         elif op in (0x27, 0x2F, 0x37, 0x3F, 0xD4, 0xD5):
             self.exec_bcd(op)
-        elif op >= 0xE0 and op <= 0xE3:                 # LOOPNE LOOPE LOOP JECXZ
+        elif op in (0xE0, 0xE1, 0xE2, 0xE3):            # LOOPNE LOOPE LOOP JECXZ
             b = MASK32 if self.i_adsize == 4 else 0xFFFF
             a = self.regs[1] & b
             if op == 0xE3:
@@ -1036,9 +1073,9 @@ class CPU:
                 # LOOPE continues while ZF=1 (cc 4), LOOPNE while ZF=0 (cc 5)
                 if a != 0 and (op == 0xE2 or self.cond(4 if op == 0xE1 else 5)):
                     self.jump_near(self.eip + sext(self.i_imm, 1))
-        elif op >= 0xA4 and op <= 0xAF and op != 0xA8 and op != 0xA9:
+        elif op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
             self.exec_string(op)
-        elif op >= 0x6C and op <= 0x6F or op >= 0xE4 and op <= 0xE7 or op >= 0xEC and op <= 0xEF:
+        elif op in (0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF):
             self.exec_io(op)
         elif op == 0xF8:                                # CLC
             self.set_eflags(0, F_CF)
@@ -1065,7 +1102,9 @@ class CPU:
         elif op == 0xCC:                                # INT3: a trap, saved EIP is the next one
             self.soft_exception(BP)
         elif op == 0xCD:                                # INT n
+            self.soft_vector = self.i_imm
             self.deliver(self.i_imm, -1, True)
+            self.soft_vector = -1
         elif op == 0xCE:                                # INTO
             if self.get_eflags() & F_OF:
                 self.soft_exception(OF_)
@@ -1104,14 +1143,17 @@ class CPU:
         b: cython.uint
         v: cython.uint
         lin: cython.uint
-        if op >= 0x80 and op <= 0x8F:                   # Jcc rel16/32
+        if op in (0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F):
+            # Jcc rel16/32
             if self.cond(op & 0xF):
                 self.jump_near(self.eip + self.i_imm)
-        elif op >= 0x40 and op <= 0x4F:                 # CMOVcc: the source is always read
+        elif op in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F):
+            # CMOVcc: the source is always read
             v = self.read_rm(osz)
             if self.cond(op & 0xF):
                 self.set_reg(osz, self.i_reg, v)
-        elif op >= 0x90 and op <= 0x9F:                 # SETcc
+        elif op in (0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F):
+            # SETcc
             self.write_rm(1, 1 if self.cond(op & 0xF) else 0)
         elif op == 0xB6 or op == 0xB7:                  # MOVZX
             self.set_reg(osz, self.i_reg, self.read_rm(1 if op == 0xB6 else 2))
@@ -1148,7 +1190,8 @@ class CPU:
             self.exec_xadd(osz if op & 1 else 1)
         elif op == 0xC7:                                # CMPXCHG8B m64
             self.exec_cmpxchg8b()
-        elif op >= 0xC8:                                # BSWAP r32
+        elif op in (0xC8, 0xC9, 0xCA, 0xCB, 0xCC, 0xCD, 0xCE, 0xCF):
+            # BSWAP r32
             v = self.regs[op & 7]
             self.regs[op & 7] = ((v >> 24) | ((v >> 8) & 0xFF00) | ((v & 0xFF00) << 8)
                                  | ((v & 0xFF) << 24)) & MASK32
@@ -2114,7 +2157,10 @@ class CPU:
             self.last_exit = ExceptionExit(vector, -1, self.eip, True)
             self.exit_request = EXIT_EXCEPTION
             return 0
-        return self.deliver(vector, -1, True)
+        self.soft_vector = vector       # if delivery faults, the report starts here
+        self.deliver(vector, -1, True)
+        self.soft_vector = -1
+        return 0
 
     def raise_exception(self, vector, error_code):
         """Deliver an exception raised by an instruction, escalating a fault during
@@ -2124,6 +2170,12 @@ class CPU:
         chain = [(vector, error_code)]
         saved_eip = self.eip
         saved_esp = self.regs[4]
+        root_eip = saved_eip
+        if self.soft_vector >= 0:
+            # INT n / INT3 / INTO whose own delivery faulted: name it first in reports.
+            chain.insert(0, (self.soft_vector, -1))
+            root_eip = (self.i_start + self.i_len) & MASK32
+            self.soft_vector = -1
         while True:
             if vector < 32 and (self.exception_intercept >> vector) & 1:
                 self.last_exit = ExceptionExit(vector, error_code, saved_eip, False)
@@ -2138,7 +2190,7 @@ class CPU:
                 if vector == DF_:
                     chain.append((f.vector, f.error_code))
                     first, err = chain[0]
-                    self.last_exit = TripleFault(first, err, saved_eip, chain, self.bytes_at(saved_eip),
+                    self.last_exit = TripleFault(first, err, root_eip, chain, self.instruction_bytes(),
                                                  "the guest has no usable handler (triple fault)")
                     return EXIT_TRIPLE_FAULT
                 if (vector in CONTRIBUTORY and f.vector in CONTRIBUTORY) or \
@@ -2148,15 +2200,17 @@ class CPU:
                     vector, error_code = f.vector, f.error_code
                 chain.append((vector, error_code))
 
-    def bytes_at(self, eip):
-        """Up to 15 instruction bytes at CS:eip, for error messages (never faults)."""
+    def instruction_bytes(self):
+        """The bytes of the instruction at i_start, for error messages (never faults):
+        as many as capstone says the instruction has, else as many as were decoded."""
         out = bytearray()
         for i in range(15):
-            lin = (self.seg_base[CS] + eip + i) & MASK32
+            lin = (self.seg_base[CS] + self.i_start + i) & MASK32
             if not self.mem.is_mapped(lin):
                 break
             out += self.mem.read(lin, 1)
-        return bytes(out)
+        length = instruction_length(bytes(out), self.i_start) or max(self.i_len, 1)
+        return bytes(out[:length])
 
     # ------------------------------------------------------------------------------------
     # The run loop

@@ -25,7 +25,15 @@ class UnmappedMemory(Exception):
         self.address = address
         self.size = size
         self.kind = kind
-        super().__init__(f"{kind} of {size} byte(s) at unmapped guest-physical address {address:#010x}")
+        self.eip = None     # the instruction that made the access, when a CPU reports it
+        super().__init__(address, size, kind)
+
+    def __str__(self):
+        text = (f"{self.kind} of {self.size} byte(s) at unmapped guest-physical address "
+                f"{self.address:#010x}")
+        if self.eip is not None:
+            text += f" by the instruction at EIP={self.eip:#010x}"
+        return text
 
 
 class PhysicalMemory:

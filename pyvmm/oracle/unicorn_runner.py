@@ -271,6 +271,11 @@ class UnicornRunner:
 # ------------------------------------------------------------------------------------------
 # pyvmm
 # ------------------------------------------------------------------------------------------
+# pyvmm runs a case with at most this many instructions (REP iterations count one each):
+# a decoder bug that turns a case into a loop then shows up as a mismatch, not a hang.
+SAFETY_COUNT = 1_000_000
+
+
 def default_cpu_class():
     import pyvmm
     return pyvmm.CPU
@@ -328,7 +333,7 @@ class PyvmmRunner:
             except Exception:               # #UD and friends: no length
                 result.length = None
         try:
-            cpu.emu_start(case.code_addr, case.end, count=case.count)
+            cpu.emu_start(case.code_addr, case.end, count=case.count or SAFETY_COUNT)
         except self._faults as e:
             self.dirty = True
             result.outcome, result.vector, result.error_code = "exception", e.vector, e.error_code
