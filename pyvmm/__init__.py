@@ -11,6 +11,7 @@ The harness API (`CPU`) follows Unicorn's names where they overlap, so one test 
 """
 from ._core import COMPILED, load_pure
 from ._core.cpu import CPU, GuestFault, TripleFault
+from ._core.exits import ExitReason
 from ._core.memory import UnmappedMemory
 
-__all__ = ["CPU", "COMPILED", "GuestFault", "TripleFault", "UnmappedMemory", "load_pure"]
+__all__ = ["CPU", "COMPILED", "ExitReason", "GuestFault", "TripleFault", "UnmappedMemory", "load_pure"]

@@ -47,10 +47,22 @@ cdef class CPU:
     cdef int i_mod, i_reg, i_rm, i_base, i_index, i_scale, i_ea_seg
     cdef unsigned int i_disp, i_imm, i_imm2
     cdef unsigned char dec_table[4096]
+    # Decode cache: direct-mapped by linear address; an entry is valid while its physical
+    # page's generation (memory.page_gen) is unchanged, i.e. nobody wrote to that code.
+    cdef unsigned int dc_tag[4096]
+    cdef unsigned int dc_ppage[4096]
+    cdef unsigned int dc_gen[4096]
+    cdef unsigned int dc_info[4096]
+    cdef unsigned int dc_addr[4096]
+    cdef unsigned int dc_disp[4096]
+    cdef unsigned int dc_imm[4096]
+    cdef unsigned int dc_imm2[4096]
+    cdef public unsigned long long decode_hits, decode_misses
 
     # -- instruction fetch: the code page last used ----------------------------------------------
     cdef unsigned int fetch_page         # linear page number + 1 (0 = none)
     cdef int fetch_frame
+    cdef unsigned int fetch_ppage        # guest-physical page number of fetch_page
     cdef bint fetch_fast                 # the whole 15-byte window is on one page, in limit
     cdef unsigned int fetch_base         # RAM offset of i_start when fetch_fast
 
@@ -94,6 +106,9 @@ cdef class CPU:
     cdef bint cond_slow(self, int cc) noexcept
 
     # -- decode ---------------------------------------------------------------------------
+    @cython.locals(idx=cython.uint, info=cython.uint, addr=cython.uint, ln=cython.uint)
+    cdef bint decode_cached(self, unsigned int lin) noexcept
+    cdef void decode_insert(self, unsigned int lin) noexcept
     @cython.locals(size=cython.int)
     cdef int decode(self) except -1
     cdef int decode_modrm(self) except -1

@@ -20,6 +20,7 @@ store them eagerly (cc_op = CC_EAGER).
 """
 import cython
 
+from .exits import ExitReason
 from .isa import decoder_table
 from .memory import PhysicalMemory, UnmappedMemory
 
@@ -79,16 +80,14 @@ IMM_MOFFS = 4
 IMM_PTR = 5
 IMM_ENTER = 6
 
-# Why run() returned
-EXIT_COUNT = 1          # instruction budget used up
-EXIT_UNTIL = 2          # reached the `until` address (harness)
-EXIT_HLT = 3            # HLT with nothing to wake the CPU
-EXIT_EXCEPTION = 4      # an intercepted exception vector (see exception_intercept)
-EXIT_TRIPLE_FAULT = 5   # shutdown: a fault while delivering #DF
-EXIT_UNMAPPED = 6       # access to guest-physical memory with nothing behind it
-EXIT_REQUEST = 7        # a device or the host asked the CPU to stop (request_exit)
-EXIT_NAMES = {1: "count", 2: "until", 3: "hlt", 4: "exception", 5: "triple-fault",
-              6: "unmapped", 7: "request"}
+# Why run() returned (ExitReason, importable from Python; typed copies for the loop)
+EXIT_COUNT = ExitReason.COUNT
+EXIT_UNTIL = ExitReason.UNTIL
+EXIT_HLT = ExitReason.HLT
+EXIT_EXCEPTION = ExitReason.EXCEPTION
+EXIT_TRIPLE_FAULT = ExitReason.TRIPLE_FAULT
+EXIT_UNMAPPED = ExitReason.UNMAPPED
+EXIT_REQUEST = ExitReason.REQUEST
 
 # Exception vectors
 DE = 0
@@ -240,6 +239,9 @@ class CPU:
             self.seg_rd = [0] * 6
             self.seg_wr = [0] * 6
             self.dec_table = [0] * 4096
+            for name in ("dc_tag", "dc_ppage", "dc_gen", "dc_info", "dc_addr", "dc_disp",
+                         "dc_imm", "dc_imm2"):
+                setattr(self, name, [0] * 4096)
         table = decoder_table()
         i: cython.int
         for i in range(4096):
@@ -281,8 +283,20 @@ class CPU:
         self.until = 0
         self.fetch_page = 0
         self.fetch_frame = 0
+        self.fetch_ppage = 0
+        self.flush_decode_cache()
+        self.decode_hits = self.decode_misses = 0
         self.i_start = self.i_esp = 0
-        self.i_len = 0
+        self.i_len = self.i_op = self.i_seg = self.i_rep = self.i_lock = 0
+        self.i_opsize = self.i_adsize = 4
+        self.i_mod = 3
+        self.i_reg = self.i_rm = self.i_scale = self.i_ea_seg = 0
+        self.i_base = self.i_index = -1
+        self.i_disp = self.i_imm = self.i_imm2 = 0
+        self.fetch_fast = False
+        self.fetch_base = 0
+        self.d_lo = self.d_hi = self.d_addr = 0
+        self.use_until = False
 
     # ------------------------------------------------------------------------------------
     # Harness API (Unicorn's names)
@@ -366,7 +380,7 @@ class CPU:
         reason = self.run_until(budget)
         if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
             raise self.last_exit
-        return reason
+        return ExitReason(reason)
 
     def step(self):
         """Execute exactly one instruction (or one iteration of a REP string instruction)."""
@@ -374,7 +388,7 @@ class CPU:
         reason = self.run_until(self.icount + 1)
         if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
             raise self.last_exit
-        return reason
+        return ExitReason(reason)
 
     def run_until(self, budget):
         self.use_until = True
@@ -386,6 +400,11 @@ class CPU:
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
         self.exit_request = EXIT_REQUEST
+
+    def flush_decode_cache(self):
+        i: cython.int
+        for i in range(4096):
+            self.dc_tag[i] = i + 1      # can never equal an address that indexes entry i
 
     def decode_length(self, address):
         """Length of the instruction at linear `address` as the decoder sees it (faults raise
@@ -459,6 +478,8 @@ class CPU:
         o: cython.uint
         i: cython.int
         if frame >= 0 and off <= 4096 - size:
+            if self.mem.code_page[pa >> 12]:
+                self.mem.code_written(pa >> 12)     # self-modifying code
             o = (frame << 12) | off
             self.mem.ram[o] = value & 0xFF
             if size >= 2:
@@ -473,6 +494,8 @@ class CPU:
         for i in range(size):
             o = (pa + i) & MASK32
             frame = self.mem.frame_of_page[o >> 12]
+            if self.mem.code_page[o >> 12]:
+                self.mem.code_written(o >> 12)
             self.mem.ram[(frame << 12) | (o & 0xFFF)] = (value >> (8 * i)) & 0xFF
         return 0
 
@@ -511,6 +534,7 @@ class CPU:
             frame = self.phys_frame(lin, 1, False)
             self.fetch_page = (lin >> 12) + 1
             self.fetch_frame = frame
+            self.fetch_ppage = lin >> 12        # paging off: physical page = linear page
         self.i_len += 1
         return self.mem.ram[(self.fetch_frame << 12) | (lin & 0xFFF)]
 
@@ -650,15 +674,67 @@ class CPU:
     # ------------------------------------------------------------------------------------
     # Decoder: prefixes, opcode, ModRM/SIB, displacement, immediates (SDM Vol. 2 ch. 2)
     # ------------------------------------------------------------------------------------
+    def decode_cached(self, lin):
+        """Fill the i_* fields from the decode cache; False when there is no valid entry."""
+        idx = lin & 4095
+        if self.dc_tag[idx] != lin or self.dc_ppage[idx] != self.fetch_ppage or \
+                self.dc_gen[idx] != self.mem.page_gen[self.fetch_ppage]:
+            return False
+        info = self.dc_info[idx]
+        ln = (info >> 9) & 15
+        if ((info >> 29) & 1) != self.code32 or self.eip < self.seg_lo[CS] or \
+                self.eip > self.seg_hi[CS] or self.seg_hi[CS] - self.eip < ln - 1:
+            return False
+        addr = self.dc_addr[idx]
+        self.i_op = info & 0x1FF
+        self.i_len = ln
+        self.i_opsize = 4 if info & 0x2000 else 2
+        self.i_adsize = 4 if info & 0x4000 else 2
+        self.i_seg = ((info >> 15) & 7) - 1
+        self.i_rep = (info >> 18) & 3
+        self.i_lock = (info >> 20) & 1
+        self.i_mod = (info >> 21) & 3
+        self.i_reg = (info >> 23) & 7
+        self.i_rm = (info >> 26) & 7
+        self.i_base = (addr & 15) - 1
+        self.i_index = ((addr >> 4) & 15) - 1
+        self.i_scale = (addr >> 8) & 3
+        self.i_ea_seg = (addr >> 10) & 7
+        self.i_disp = self.dc_disp[idx]
+        self.i_imm = self.dc_imm[idx]
+        self.i_imm2 = self.dc_imm2[idx]
+        self.eip = (self.eip + ln) & MASK32
+        return True
+
+    def decode_insert(self, lin):
+        idx: cython.uint = lin & 4095
+        self.dc_tag[idx] = lin
+        self.dc_ppage[idx] = self.fetch_ppage
+        self.dc_gen[idx] = self.mem.page_gen[self.fetch_ppage]
+        self.mem.code_page[self.fetch_ppage] = 1
+        self.dc_info[idx] = (self.i_op | (self.i_len << 9) | ((self.i_opsize == 4) << 13)
+                             | ((self.i_adsize == 4) << 14) | ((self.i_seg + 1) << 15)
+                             | (self.i_rep << 18) | (self.i_lock << 20) | (self.i_mod << 21)
+                             | (self.i_reg << 23) | (self.i_rm << 26) | (self.code32 << 29))
+        self.dc_addr[idx] = ((self.i_base + 1) | ((self.i_index + 1) << 4) | (self.i_scale << 8)
+                             | (self.i_ea_seg << 10))
+        self.dc_disp[idx] = self.i_disp
+        self.dc_imm[idx] = self.i_imm
+        self.dc_imm2[idx] = self.i_imm2
+
     def decode(self):
         b: cython.int
         entry: cython.int
         kind: cython.int
         wide: cython.int = 4 if self.code32 else 2
+        lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
         self.i_start = self.eip
+        if (lin >> 12) + 1 == self.fetch_page and self.decode_cached(lin):
+            self.decode_hits += 1
+            return 0
+        self.decode_misses += 1
         self.i_len = 0
         self.fetch_fast = False
-        lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
         if (lin >> 12) + 1 == self.fetch_page and (lin & 0xFFF) <= 0x1000 - 15 and \
                 self.eip >= self.seg_lo[CS] and self.eip <= self.seg_hi[CS] - 14 and \
                 self.seg_hi[CS] >= 14:
@@ -740,6 +816,8 @@ class CPU:
                     if self.i_opsize == 4:
                         self.i_imm |= self.fetch8() << 16
                         self.i_imm |= self.fetch8() << 24
+        if (lin & 0xFFF) + self.i_len <= 0x1000:
+            self.decode_insert(lin)             # fits in one page: cacheable
         self.eip = (self.i_start + self.i_len) & MASK32
         return 0
 

@@ -11,7 +11,11 @@ cdef class PhysicalMemory:
     cdef unsigned char[::1] ram         # typed view of `backing`: the hot path reads this
     cdef int[::1] frame_of_page         # guest page number -> frame in `backing`, or -1
     cdef object _frame_table            # array('i') behind frame_of_page
+    cdef unsigned int[::1] page_gen      # bumped when a page holding decoded code is written
+    cdef unsigned char[::1] code_page    # 1 while some CPU holds decoded instructions from it
+    cdef object _gen_table, _code_table
     cdef public unsigned int frames     # frames allocated in `backing`
     cdef public object regions          # [(start, size)] as mapped, for reports
 
     cpdef bint is_mapped(self, unsigned long long address)
+    cpdef void code_written(self, unsigned int page) noexcept

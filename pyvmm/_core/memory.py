@@ -42,6 +42,12 @@ class PhysicalMemory:
         self.ram = self.backing
         self._frame_table = array("i", [-1]) * (ADDRESS_SPACE >> PAGE_SHIFT)
         self.frame_of_page = self._frame_table
+        # Self-modifying code: CPUs cache decoded instructions per page. A write to a page
+        # marked in code_page bumps its generation, which invalidates those decodes.
+        self._gen_table = array("I", [0]) * (ADDRESS_SPACE >> PAGE_SHIFT)
+        self.page_gen = self._gen_table
+        self._code_table = bytearray(ADDRESS_SPACE >> PAGE_SHIFT)
+        self.code_page = self._code_table
         self.frames = 0
         self.regions = []
 
@@ -68,6 +74,11 @@ class PhysicalMemory:
                 self.frames += 1
             self.ram = self.backing
         self.regions.append((address, size))
+
+    def code_written(self, page):
+        """A page with decoded instructions was written: their decodes are stale now."""
+        self.page_gen[page] = (self.page_gen[page] + 1) & 0xFFFFFFFF
+        self.code_page[page] = 0
 
     def is_mapped(self, address):
         if address >= ADDRESS_SPACE:
@@ -96,6 +107,9 @@ class PhysicalMemory:
         size = len(data)
         for a in range(address & ~PAGE_MASK, address + size, PAGE_SIZE):
             self._frame(max(a, address), size, "write")
+        for page in range(address >> PAGE_SHIFT, (address + size + PAGE_MASK) >> PAGE_SHIFT):
+            if self.code_page[page]:
+                self.code_written(page)
         done = 0
         while done < size:
             a = address + done

@@ -81,6 +81,7 @@ class Case:
     undefined_regs: Dict[str, int] = field(default_factory=dict)   # reg -> undefined bits
     undefined_mem: List[Tuple[int, int]] = field(default_factory=list)  # undefined bytes
     fresh: bool = False                           # run on a fresh emulator instance
+    oracle_code: Optional[bytes] = None           # what Unicorn runs instead (see ALIASES)
     # -- for the report --------------------------------------------------------------------
     description: str = ""
     notes: Dict[str, object] = field(default_factory=dict)
@@ -152,6 +153,44 @@ class Deviation:
 # Every entry is narrow: one mnemonic, one operand pattern (or an explicit list), only the
 # flag bits that were measured to be wrong, only under the condition that makes them wrong.
 KNOWN_DEVIATIONS: List[Deviation] = []
+
+
+# Where Unicorn is wrong in a way no flag mask can express, the differential templates
+# (tests/core/templates.py) simply do not generate the input, and test_harness_api.py checks
+# pyvmm's behaviour on it against the SDM instead. Each entry: what, and what the SDM says.
+UNICORN_LIMITS = (
+    ("RET imm16 / RETF imm16 with imm16 >= 0x8000",
+     "QEMU loads the immediate sign-extended (x86_ldsw_code); SDM RET: 'imm16 ... number of "
+     "bytes to release', ESP += imm16 zero-extended. Templates keep imm16 < 0x8000."),
+    ("ENTER imm16 >= 0x8000",
+     "Same sign extension of the frame size; SDM ENTER: ESP <- ESP - Size (unsigned). "
+     "Templates keep imm16 < 0x8000."),
+    ("LOCK prefix on an instruction that is not lockable (e.g. lock mov [eax], eax)",
+     "Unicorn executes it; SDM LOCK: #UD. Templates add LOCK only to lockable rows."),
+    ("LOCK BTS/BTR/BTC with a register destination",
+     "Unicorn 2.1.4 ABORTS the host process (SIGABRT in QEMU's TCG). SDM: #UD. Never sent "
+     "to Unicorn; the random-byte test checks pyvmm raises #UD."),
+    ("LOCK XCHG/XADD with a register destination",
+     "Unicorn executes it; SDM LOCK: #UD (LOCK needs a memory destination operand)."),
+    ("writes through a CS segment override",
+     "Unicorn writes; SDM 5.4.1 (type checking): code segments are not writable -> #GP(0). "
+     "Templates use CS overrides only on read-only memory operands."),
+    ("memory access through a null data segment (after mov ds, 0)",
+     "Unicorn does not check; SDM 5.4.1: #GP(0). Cases are single instructions."),
+    ("faults after a first exception on the same Uc",
+     "Unicorn never clears QEMU's old_exception after UC_HOOK_INTR: the next fault "
+     "becomes #DF. UnicornRunner discards a Uc after any exception."),
+)
+
+# Encodings Unicorn rejects with #UD although processors execute them as an alias of a
+# documented form (the isa table includes them): Unicorn runs the canonical encoding
+# (same length, only ModRM.reg changed) and pyvmm the alias, and the results must agree.
+# (opcode, ModRM.reg) -> (canonical ModRM.reg, why)
+ALIASES = {
+    (0xF6, 1): (0, "TEST Eb,Ib: F6 /1 executes as F6 /0 (AMD APM vol. 3 documents it; Intel "
+                   "processors execute it the same); QEMU's group 3 decoder lacks /1"),
+    (0xF7, 1): (0, "TEST Ev,Iz: F7 /1 executes as F7 /0; QEMU lacks /1"),
+}
 
 
 def deviations_for(case, deviations=None):
@@ -238,6 +277,8 @@ class UnicornRunner:
         for addr, size in regions:
             uc.mem_write(addr, case.initial_memory(addr, size))
             uc.ctl_remove_cache(addr, addr + size)
+        if case.oracle_code is not None:
+            uc.mem_write(case.code_addr, case.oracle_code)
         for name in GPRS:
             uc.reg_write(self._reg_ids[name], case.regs.get(name, 0) & 0xFFFFFFFF)
         uc.reg_write(self._reg_ids["eflags"], case.regs.get("eflags", 2))
@@ -264,8 +305,27 @@ class UnicornRunner:
         if any(uc.reg_read(s) for s in self._seg_ids):
             self.dirty = True
         for addr, size in case.compare_ranges:
-            result.memory[addr] = bytes(uc.mem_read(addr, size))
+            data = bytes(uc.mem_read(addr, size))
+            if case.oracle_code is not None:
+                # show the case's own bytes where Unicorn ran the canonical alias
+                data = _restore_code(data, addr, case)
+            result.memory[addr] = data
+        if case.fresh:
+            self.dirty = True
         return result
+
+
+def _restore_code(data, addr, case):
+    lo = max(addr, case.code_addr)
+    hi = min(addr + len(data), case.code_addr + len(case.code))
+    if lo >= hi:
+        return data
+    out = bytearray(data)
+    for a in range(lo, hi):
+        i = a - case.code_addr
+        if out[a - addr] == case.oracle_code[i]:
+            out[a - addr] = case.code[i]
+    return bytes(out)
 
 
 # ------------------------------------------------------------------------------------------
@@ -357,6 +417,8 @@ class PyvmmRunner:
                 self.dirty = True
             for addr, size in case.compare_ranges:
                 result.memory[addr] = bytes(cpu.mem_read(addr, size))
+            if case.fresh:
+                self.dirty = True
         except Exception as e:
             self.dirty = True
             result.outcome = "error"

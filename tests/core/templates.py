@@ -65,6 +65,10 @@ READ_ONLY_MNEMONICS = frozenset(("cmp", "test", "bt", "push", "jmp", "call", "no
                                  "mov", "movzx", "movsx", "imul", "mul", "div", "idiv",
                                  "bsf", "bsr", "cmovcc"))
 
+# LOCK with a register destination: Unicorn aborts the process (bts/btr/btc) or runs it
+# (xchg, xadd) instead of raising #UD (unicorn_runner.UNICORN_LIMITS)
+LOCK_REG_UNICORN_BROKEN = frozenset(("bts", "btr", "btc", "xchg", "xadd"))
+
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
                0x7FFFFFFF, 0x80000000, 0x80000001, 0xFFFFFFFE, 0xFFFFFFFF)
 
@@ -680,7 +684,8 @@ class Builder:
         if row.lock and self.E is not None:
             if self.E[0] == "mem" and rng.random() < 0.3:
                 self.prefixes.append(0xF0)
-            elif self.E[0] == "reg" and rng.random() < 0.03:
+            elif (self.E[0] == "reg" and row.mnemonic not in LOCK_REG_UNICORN_BROKEN
+                  and rng.random() < 0.03):
                 self.prefixes.append(0xF0)      # #UD: LOCK needs a memory destination
         # immediates
         imm = b""
@@ -698,7 +703,8 @@ class Builder:
             else:
                 imm += to_bytes(rand_value(rng, 8 * n), n)
         if row.imm_kind == isa.IMM_ENTER:
-            imm = to_bytes(rng.choice((0, 4, rng.randrange(0, 0x200), rng.getrandbits(16))), 2) \
+            # Iw < 0x8000: Unicorn sign-extends it (see unicorn_runner.UNICORN_LIMITS)
+            imm = to_bytes(rng.choice((0, 4, rng.randrange(0, 0x200), rng.getrandbits(15))), 2) \
                 + bytes([rng.choice((0, 1, 2, rng.randrange(0, 32), rng.getrandbits(8)))])
         self.imm = imm
         rng.shuffle(self.prefixes)
@@ -746,7 +752,23 @@ class Builder:
                     watch=[w for w in self.watch if w[1]],
                     description=description or f"{self.row.mnemonic} {self.row.operands}".strip()
                     + f" (opcode {self.row.opcode:#x}" + (f" /{self.row.reg}" if self.row.reg is not None else "") + ")")
+        oracle_alias(case)
         return annotate(case)
+
+
+def oracle_alias(case):
+    """Unicorn lacks a few undocumented-but-real aliases (see unicorn_runner.ALIASES):
+    give it the canonical encoding of the same length."""
+    from pyvmm.oracle.unicorn_runner import ALIASES
+    p = parse(case.code)
+    if p is None or p.row is None:
+        return
+    for (opcode, reg), (new_reg, _why) in ALIASES.items():
+        if p.opcode == opcode and p.reg == reg:
+            i = len(p.prefixes) + (2 if opcode >= 0x0F00 else 1)
+            code = bytearray(case.code)
+            code[i] = (code[i] & 0xC7) | (new_reg << 3)
+            case.oracle_code = bytes(code)
 
 
 # ------------------------------------------------------------------------------------------
@@ -847,21 +869,18 @@ def gen_bit(b):
     rng = b.rng
     row = b.row
     if row.operands == "Ev,Gv":
-        # the bit offset in Gv is a signed displacement into memory: keep it small
+        # the bit offset in Gv is a signed displacement into memory: keep it small, and
+        # set it before the address is solved so the address accounts for it
         reg = rng.randrange(8)
         mem = rng.random() < 0.5
-        size = None
-        b.build(mem=mem, reg_field=reg, fixed=(reg,) if mem else ())
-        size = b.E[2]
-        if reg in b.pinned:       # the offset register also addresses: leave it
-            pass
-        elif mem:
+        if mem:
             span = 8 * (MARGIN // 2)
-            b.set_reg(reg, size, rng.randrange(-span, span) & 0xFFFFFFFF)
+            b.regs[reg] = rng.randrange(-span, span) & 0xFFFFFFFF
         else:
-            b.set_reg(reg, size, rng.choice((rng.randrange(64), rng.getrandbits(32))))
+            b.regs[reg] = rng.choice((rng.randrange(64), rng.getrandbits(32)))
+        b.build(mem=mem, reg_field=reg, fixed=(reg,))
         if b.E[0] == "reg":
-            b.loc_write(b.E, rand_value(rng, 8 * size))
+            b.loc_write(b.E, rand_value(rng, 8 * b.E[2]))
     elif row.mnemonic in ("bsf", "bsr"):
         b.build()
         b.set_operand_values()
@@ -960,15 +979,22 @@ def gen_branch(b):
     ops = row.operand_list
     if ops and ops[0][0] == "J":
         n = len(b.imm)
+        own = len(b.encode())
         if n == 1:
             rel = rng.randrange(-128, 128)
-            own = len(b.encode())
             if -own <= rel < 0:
                 rel = rng.choice((0, -128, 127, rel - own))      # never into itself
-            b.imm = to_bytes(rel, 1)
+        elif n == 2:
+            rel = rng.choice((rng.getrandbits(16), 0, 0x8000, 0xFFFF))   # IP wraps in 64 KiB
         else:
-            b.imm = to_bytes(rng.choice((rng.randrange(-0x400, 0x400), rng.getrandbits(8 * n),
-                                         0, 1 << (8 * n - 1), (1 << (8 * n)) - 1)), n)
+            # a target in mapped memory (Unicorn fetches it even with count=1)
+            nxt = CODE_ADDR + own
+            target = rng.choice((rng.randrange(0, CODE_BASE + CODE_SIZE),
+                                 nxt + rng.randrange(-0x400, 0x400), nxt, DATA_BASE))
+            rel = target - nxt
+            if -own <= rel < 0:
+                rel = 0
+        b.imm = to_bytes(rel, n)
     if mn in ("loop", "loope", "loopne", "jecxz"):
         cx = rng.choice((0, 1, 2, rng.randrange(16), 0x10000, 0x10001, 0xFFFFFFFF))
         if 0x67 in b.prefixes:
@@ -976,12 +1002,22 @@ def gen_branch(b):
         else:
             b.regs[ECX] = cx
     if mn in ("jmp", "call") and b.E is not None:
-        target = rng.choice((rng.randrange(CODE_BASE, CODE_BASE + CODE_SIZE), rng.getrandbits(32)))
-        b.loc_write(b.E, target)
+        target = rng.choice((rng.randrange(CODE_BASE, CODE_BASE + CODE_SIZE),
+                             rng.randrange(DATA_BASE, CODE_BASE + CODE_SIZE),
+                             rng.getrandbits(16)))
+        if not (CODE_ADDR <= target < CODE_ADDR + 16):
+            b.loc_write(b.E, target)
     if mn == "ret":
+        if row.operands == "Iw":
+            # Iw < 0x8000: Unicorn sign-extends it (see unicorn_runner.UNICORN_LIMITS)
+            b.imm = to_bytes(rng.choice((0, 2, 4, rng.randrange(0x100), rng.getrandbits(15))), 2)
         sp = b.regs[ESP]
-        b.mem_write(sp, 4, rng.choice((rng.randrange(CODE_BASE, CODE_BASE + CODE_SIZE),
-                                       rng.getrandbits(32))))
+        target = rng.choice((rng.randrange(CODE_BASE, CODE_BASE + CODE_SIZE),
+                             rng.randrange(DATA_BASE, CODE_BASE + CODE_SIZE),
+                             rng.getrandbits(16)))
+        if CODE_ADDR <= target < CODE_ADDR + 16:
+            target = CODE_BASE
+        b.mem_write(sp, 4, target)
         b.watch.append((sp, 4))
     if mn == "call":
         b.watch.append(((b.regs[ESP] - 4) & 0xFFFFFFFF, 4))
@@ -1088,4 +1124,5 @@ def bytes_case(code, regs, data_seed, count=None):
                 memory=[(DATA_BASE, data), (CODE_BASE, bytes(code_region))],
                 compare_ranges=REGIONS, count=count or 0, notes={"data seed": data_seed},
                 description="random bytes")
+    oracle_alias(case)
     return case
