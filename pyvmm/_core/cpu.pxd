@@ -31,6 +31,7 @@ cdef class CPU:
     cdef public unsigned int cr0, cr2, cr3, cr4
     cdef public int cpl
     cdef bint code32                     # CS.D: default operand and address size 32
+    cdef bint cs_flat                    # CS covers 4 GiB from 0: fetches need no limit check
     cdef bint stack32                    # SS.B: ESP (not SP) is the stack pointer
     cdef public unsigned long long icount
     cdef public bint halted

@@ -682,32 +682,48 @@ class CPU:
             return False
         info = self.dc_info[idx]
         ln = (info >> 9) & 15
-        if ((info >> 29) & 1) != self.code32 or self.eip < self.seg_lo[CS] or \
-                self.eip > self.seg_hi[CS] or self.seg_hi[CS] - self.eip < ln - 1:
+        if ((info >> 29) & 1) != self.code32:
             return False
-        addr = self.dc_addr[idx]
+        if not self.cs_flat and (self.eip < self.seg_lo[CS] or self.eip > self.seg_hi[CS] or
+                                 self.seg_hi[CS] - self.eip < ln - 1):
+            return False
         self.i_op = info & 0x1FF
         self.i_len = ln
         self.i_opsize = 4 if info & 0x2000 else 2
-        self.i_adsize = 4 if info & 0x4000 else 2
-        self.i_seg = ((info >> 15) & 7) - 1
-        self.i_rep = (info >> 18) & 3
-        self.i_lock = (info >> 20) & 1
         self.i_mod = (info >> 21) & 3
         self.i_reg = (info >> 23) & 7
         self.i_rm = (info >> 26) & 7
-        self.i_base = (addr & 15) - 1
-        self.i_index = ((addr >> 4) & 15) - 1
-        self.i_scale = (addr >> 8) & 3
-        self.i_ea_seg = (addr >> 10) & 7
-        self.i_disp = self.dc_disp[idx]
         self.i_imm = self.dc_imm[idx]
-        self.i_imm2 = self.dc_imm2[idx]
+        if info & 0x40000000:
+            # prefixes other than 0x66, or an immediate pair: the rarer fields
+            addr = self.dc_addr[idx]
+            self.i_adsize = 4 if info & 0x4000 else 2
+            self.i_seg = ((info >> 15) & 7) - 1
+            self.i_rep = (info >> 18) & 3
+            self.i_lock = (info >> 20) & 1
+            self.i_imm2 = self.dc_imm2[idx]
+        else:
+            self.i_adsize = 4 if self.code32 else 2
+            self.i_seg = -1
+            self.i_rep = 0
+            self.i_lock = 0
+        if self.i_mod != 3:
+            addr = self.dc_addr[idx]
+            self.i_base = (addr & 15) - 1
+            self.i_index = ((addr >> 4) & 15) - 1
+            self.i_scale = (addr >> 8) & 3
+            self.i_ea_seg = (addr >> 10) & 7
+            self.i_disp = self.dc_disp[idx]
         self.eip = (self.eip + ln) & MASK32
         return True
 
     def decode_insert(self, lin):
         idx: cython.uint = lin & 4095
+        rare: cython.uint = 0
+        if self.i_seg >= 0 or self.i_rep or self.i_lock or \
+                self.i_adsize != (4 if self.code32 else 2) or \
+                self.i_op == 0x9A or self.i_op == 0xEA or self.i_op == 0xC8:
+            rare = 1
         self.dc_tag[idx] = lin
         self.dc_ppage[idx] = self.fetch_ppage
         self.dc_gen[idx] = self.mem.page_gen[self.fetch_ppage]
@@ -715,7 +731,8 @@ class CPU:
         self.dc_info[idx] = (self.i_op | (self.i_len << 9) | ((self.i_opsize == 4) << 13)
                              | ((self.i_adsize == 4) << 14) | ((self.i_seg + 1) << 15)
                              | (self.i_rep << 18) | (self.i_lock << 20) | (self.i_mod << 21)
-                             | (self.i_reg << 23) | (self.i_rm << 26) | (self.code32 << 29))
+                             | (self.i_reg << 23) | (self.i_rm << 26) | (self.code32 << 29)
+                             | (rare << 30))
         self.dc_addr[idx] = ((self.i_base + 1) | ((self.i_index + 1) << 4) | (self.i_scale << 8)
                              | (self.i_ea_seg << 10))
         self.dc_disp[idx] = self.i_disp
@@ -1994,6 +2011,8 @@ class CPU:
                 self.seg_hi[seg] = limit
         if seg == CS:
             self.code32 = (hi & 0x400000) != 0
+            # base 0, 4 GiB, expand-up: no limit check is needed to fetch anywhere
+            self.cs_flat = self.seg_base[CS] == 0 and self.seg_lo[CS] == 0 and self.seg_hi[CS] == MASK32
         elif seg == SS:
             self.stack32 = (hi & 0x400000) != 0
         return 0
