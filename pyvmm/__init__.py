@@ -10,8 +10,9 @@ The harness API (`CPU`) follows Unicorn's names where they overlap, so one test 
     assert cpu.reg_read("eax") == 1
 """
 from ._core import COMPILED, load_pure
-from ._core.cpu import CPU, GuestFault, TripleFault
+from ._core.cpu import CPU
+from ._core.faults import GuestFault, TripleFault
 from ._core.exits import ExitReason
-from ._core.memory import UnmappedMemory
+from ._core.faults import UnmappedMemory
 
 __all__ = ["CPU", "COMPILED", "ExitReason", "GuestFault", "TripleFault", "UnmappedMemory", "load_pure"]

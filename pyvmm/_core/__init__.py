@@ -11,12 +11,13 @@ import importlib.util
 import os
 import sys
 
-from . import cpu, memory
+from . import cpu, exits, faults, isa, memory
 
 COMPILED = cpu.__file__.endswith((".so", ".pyd"))
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PURE_PACKAGE = "pyvmm._core_pure"
+_COMPILED_MODULES = ("cpu", "memory")      # the ones setup.py compiles
 
 
 class _SourceOnlyFinder(importlib.abc.MetaPathFinder):
@@ -26,6 +27,8 @@ class _SourceOnlyFinder(importlib.abc.MetaPathFinder):
         if not fullname.startswith(_PURE_PACKAGE + "."):
             return None
         name = fullname.rsplit(".", 1)[1]
+        if name not in _COMPILED_MODULES:
+            return None
         source = os.path.join(_HERE, name + ".py")
         if not os.path.exists(source):
             return None
@@ -41,6 +44,9 @@ def load_pure():
         spec.submodule_search_locations = [_HERE]
         package = importlib.util.module_from_spec(spec)
         sys.modules[_PURE_PACKAGE] = package
+        # Plain-Python modules are shared, so both cores raise the same exception classes.
+        for name in ("exits", "faults", "isa"):
+            sys.modules[f"{_PURE_PACKAGE}.{name}"] = sys.modules[f"{__name__}.{name}"]
     package = sys.modules[_PURE_PACKAGE]
     package.memory = importlib.import_module(_PURE_PACKAGE + ".memory")
     package.cpu = importlib.import_module(_PURE_PACKAGE + ".cpu")

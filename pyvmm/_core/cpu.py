@@ -21,8 +21,10 @@ store them eagerly (cc_op = CC_EAGER).
 import cython
 
 from .exits import ExitReason
+from .faults import (EXCEPTION_NAMES, CPUFault, ExceptionExit, GuestFault, TripleFault,
+                     UnmappedMemory, instruction_length)
 from .isa import decoder_table
-from .memory import PhysicalMemory, UnmappedMemory
+from .memory import PhysicalMemory
 
 MASK32 = 0xFFFFFFFF
 SIGN32 = 0x80000000
@@ -101,82 +103,11 @@ NP = 11
 SS_ = 12
 GP = 13
 PF = 14
-EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
-                   7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP",
-                   14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
 # Vectors that push an error code
 ERROR_CODE_VECTORS = (8, 10, 11, 12, 13, 14, 17)
 # SDM Vol. 3 6.15, table 6-4/6-5: contributory exceptions
 CONTRIBUTORY = (0, 10, 11, 12, 13)
 
-
-class CPUFault(Exception):
-    """Raised inside the core when an instruction faults; run() catches it."""
-
-    def __init__(self, vector, error_code=-1):
-        self.vector = vector
-        self.error_code = error_code
-
-
-class GuestFault(Exception):
-    """An exception the guest did not handle (no usable IDT gate): the run stopped.
-
-    `vector`, `error_code` (None when the exception has none) and `eip` (the EIP the
-    exception saves: the faulting instruction for faults, the next one for traps) describe
-    the first exception; `chain` lists every (vector, error_code) raised on the way."""
-
-    def __init__(self, vector, error_code, eip, chain=(), instruction=b"", reason=""):
-        self.vector = vector
-        self.error_code = None if error_code is None or error_code < 0 else error_code
-        self.eip = eip
-        self.chain = list(chain) or [(vector, self.error_code)]
-        self.instruction = bytes(instruction)
-        self.reason = reason
-        super().__init__(self.describe())
-
-    def describe(self):
-        name = EXCEPTION_NAMES.get(self.vector, f"vector {self.vector}")
-        err = "" if self.error_code is None else f"({self.error_code:#x})"
-        text = f"unhandled {name}{err} at EIP={self.eip:#010x}"
-        if self.instruction:
-            text += f": {self.instruction.hex(' ')}"
-            asm = disassemble(self.instruction, self.eip)
-            if asm:
-                text += f"  ({asm})"
-        if len(self.chain) > 1:
-            steps = " -> ".join(EXCEPTION_NAMES.get(v, str(v)) for v, _ in self.chain)
-            text += f"; delivery chain {steps}"
-        if self.reason:
-            text += f"; {self.reason}"
-        return text
-
-
-class TripleFault(GuestFault):
-    """A fault while delivering #DF: the processor shuts down (SDM Vol. 3 6.15, vector 8)."""
-
-
-def instruction_length(code, address):
-    """capstone's length of the first instruction in `code` (0 if it decodes none)."""
-    try:
-        import capstone
-    except ImportError:  # pragma: no cover
-        return 0
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-    for insn in md.disasm(bytes(code), address):
-        return insn.size
-    return 0
-
-
-def disassemble(code, address):
-    """capstone's text for the first instruction in `code`, or "" when unavailable."""
-    try:
-        import capstone
-    except ImportError:  # pragma: no cover - capstone is a dependency
-        return ""
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-    for insn in md.disasm(bytes(code), address):
-        return f"{insn.mnemonic} {insn.op_str}".strip()
-    return "(not an instruction capstone knows)"
 
 
 @cython.cfunc
@@ -1078,6 +1009,9 @@ class CPU:
             self.exec_group2(size, b)
         elif op == 0xF6 or op == 0xF7:
             self.exec_group3(osz if op & 1 else 1)
+        elif op == 0x69 or op == 0x6B:                  # IMUL Gv, Ev, imm
+            b = self.i_imm if op == 0x69 else sext(self.i_imm, 1) & size_mask(osz)
+            self.exec_imul2(self.read_rm(osz), b)
         elif op == 0xFE:                                # INC/DEC Eb
             lin = 0
             if self.i_mod == 3:
@@ -2306,7 +2240,7 @@ class CPU:
             if not self.mem.is_mapped(lin):
                 break
             out += self.mem.read(lin, 1)
-        length = instruction_length(bytes(out), self.i_start) or max(self.i_len, 1)
+        length = instruction_length(bytes(out)) or max(self.i_len, 1)
         return bytes(out[:length])
 
     # ------------------------------------------------------------------------------------
@@ -2349,21 +2283,6 @@ class CPU:
             r = self.raise_exception(vector, err)
             if r:
                 return r
-
-
-class ExceptionExit:
-    """An intercepted exception (see CPU.exception_intercept): what a VMM is told."""
-    __slots__ = ("vector", "error_code", "eip", "software")
-
-    def __init__(self, vector, error_code, eip, software):
-        self.vector = vector
-        self.error_code = None if error_code < 0 else error_code
-        self.eip = eip
-        self.software = software
-
-    def __repr__(self):
-        return (f"ExceptionExit({EXCEPTION_NAMES.get(self.vector, self.vector)}, "
-                f"error_code={self.error_code}, eip={self.eip:#x})")
 
 
 # 8- and 16-bit register names for reg_read/reg_write: (register, size, shift)

@@ -169,8 +169,10 @@ def _rows():
     add("mov", 0x89, "Ev,Gv", family="mov")
     add("mov", 0x8A, "Gb,Eb", family="mov")
     add("mov", 0x8B, "Gv,Ev", family="mov")
-    add("mov", 0x8C, "Ew,Sw", family="sreg")
-    add("mov", 0x8E, "Sw,Ew", family="sreg")
+    for sreg in range(6):       # ES CS SS DS FS GS; reg 6 and 7 are #UD, MOV CS,r/m too
+        add("mov", 0x8C, "Ew,Sw", reg=sreg, family="sreg")
+        if sreg != 1:
+            add("mov", 0x8E, "Sw,Ew", reg=sreg, family="sreg")
     add("mov", 0xA0, "AL,Ob", family="mov")
     add("mov", 0xA1, "eAX,Ov", family="mov")
     add("mov", 0xA2, "Ob,AL", family="mov")

@@ -12,28 +12,12 @@ from array import array
 
 import cython
 
+from .faults import UnmappedMemory
+
 PAGE_SHIFT = 12
 PAGE_MASK = 0xFFF
 PAGE_SIZE = 4096
 ADDRESS_SPACE = 1 << 32
-
-
-class UnmappedMemory(Exception):
-    """A guest-physical access hit an address with no RAM behind it."""
-
-    def __init__(self, address, size, kind):
-        self.address = address
-        self.size = size
-        self.kind = kind
-        self.eip = None     # the instruction that made the access, when a CPU reports it
-        super().__init__(address, size, kind)
-
-    def __str__(self):
-        text = (f"{self.kind} of {self.size} byte(s) at unmapped guest-physical address "
-                f"{self.address:#010x}")
-        if self.eip is not None:
-            text += f" by the instruction at EIP={self.eip:#010x}"
-        return text
 
 
 class PhysicalMemory:
