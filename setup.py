@@ -10,7 +10,7 @@ CORE_MODULES = ["memory", "cpu"]
 
 extensions = [
     Extension(f"pyvmm._core.{name}", [f"pyvmm/_core/{name}.py"],
-              extra_compile_args=["-O2", "-Wno-unused-function", "-Wno-unreachable-code"])
+              extra_compile_args=["-O3", "-Wno-unused-function", "-Wno-unreachable-code"])
     for name in CORE_MODULES
 ]
 

@@ -13,6 +13,19 @@ cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
 cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
 cdef int DE, DB, BP, OF_, UD, DF_, TS, NP, SS_, GP, PF
 
+# One decoded instruction (the decoder's output; the decode cache holds copies).
+cdef struct Decoded:
+    unsigned int tag                     # cache key: linear address of the first byte,
+    unsigned int ppage                   #   the physical page it came from,
+    unsigned int gen                     #   and that page's generation then
+    unsigned int disp, imm, imm2         # displacement; immediate; second immediate (ENTER, ptr)
+    unsigned short op                    # opcode, 0x100 | second byte for 0F xx
+    unsigned char len, opsize, adsize    # length in bytes; operand and address size (2 or 4)
+    unsigned char rep, lock              # 1 = REP/REPE, 2 = REPNE; LOCK prefix
+    unsigned char mod, reg, rm           # ModRM fields (mod 3 when there is none)
+    unsigned char scale, ea_seg, code32  # SIB scale; segment of the memory operand; CS.D
+    signed char seg, base, index         # segment override; base and index registers (-1: none)
+
 @cython.final
 cdef class CPU:
     # -- architectural state -------------------------------------------------------------
@@ -41,24 +54,15 @@ cdef class CPU:
     cdef int cc_size                     # 1, 2 or 4 bytes
     cdef unsigned int cc_a, cc_b, cc_res, cc_cf
 
-    # -- the instruction being executed (decoder output) ----------------------------------------
+    # -- the instruction being executed (decoder output) -----------------------------------
+    cdef Decoded cur
     cdef unsigned int i_start            # EIP of its first byte
     cdef unsigned int i_esp              # ESP before it: restored when it faults
-    cdef int i_len, i_op, i_opsize, i_adsize, i_seg, i_rep, i_lock
-    cdef int i_mod, i_reg, i_rm, i_base, i_index, i_scale, i_ea_seg
-    cdef unsigned int i_disp, i_imm, i_imm2
     cdef unsigned char dec_table[4096]
     # Decode cache: direct-mapped by linear address; an entry is valid while its physical
     # page's generation (memory.page_gen) is unchanged, i.e. nobody wrote to that code.
-    cdef unsigned int dc_tag[4096]
-    cdef unsigned int dc_ppage[4096]
-    cdef unsigned int dc_gen[4096]
-    cdef unsigned int dc_info[4096]
-    cdef unsigned int dc_addr[4096]
-    cdef unsigned int dc_disp[4096]
-    cdef unsigned int dc_imm[4096]
-    cdef unsigned int dc_imm2[4096]
-    cdef public unsigned long long decode_hits, decode_misses
+    cdef Decoded dcache[4096]
+    cdef public unsigned long long decode_misses
 
     # -- instruction fetch: the code page last used ----------------------------------------------
     cdef unsigned int fetch_page         # linear page number + 1 (0 = none)
@@ -87,15 +91,15 @@ cdef class CPU:
     cdef int phys_frame(self, unsigned int pa, int size, bint write) except -2
     cdef int64_t phys_read(self, unsigned int pa, int size) except -1
     cdef int phys_write(self, unsigned int pa, int size, unsigned int value) except -1
-    cdef int64_t lin_read(self, unsigned int lin, int size) except -1
-    cdef int lin_write(self, unsigned int lin, int size, unsigned int value) except -1
-    cdef int64_t read(self, int seg, unsigned int off, int size) except -1
-    cdef int write(self, int seg, unsigned int off, int size, unsigned int value) except -1
+    cdef inline int64_t lin_read(self, unsigned int lin, int size) except -1
+    cdef inline int lin_write(self, unsigned int lin, int size, unsigned int value) except -1
+    cdef inline int64_t read(self, int seg, unsigned int off, int size) except -1
+    cdef inline int write(self, int seg, unsigned int off, int size, unsigned int value) except -1
     cdef int fetch8(self) except -1
 
     # -- registers and flags --------------------------------------------------------------
-    cdef unsigned int get_reg(self, int size, int r) noexcept
-    cdef void set_reg(self, int size, int r, unsigned int v) noexcept
+    cdef inline unsigned int get_reg(self, int size, int r) noexcept
+    cdef inline void set_reg(self, int size, int r, unsigned int v) noexcept
     cdef unsigned int flag_cf(self) noexcept
     cdef void materialize(self) noexcept
     cdef unsigned int get_eflags(self) noexcept
@@ -107,21 +111,23 @@ cdef class CPU:
     cdef bint cond_slow(self, int cc) noexcept
 
     # -- decode ---------------------------------------------------------------------------
-    @cython.locals(idx=cython.uint, info=cython.uint, addr=cython.uint, ln=cython.uint)
+    @cython.locals(idx=cython.uint, ln=cython.uint)
     cdef bint decode_cached(self, unsigned int lin) noexcept
     cdef void decode_insert(self, unsigned int lin) noexcept
+    cdef inline int decode(self) except -1
     @cython.locals(size=cython.int)
-    cdef int decode(self) except -1
+    cdef int decode_bytes(self, unsigned int lin) except -1
     cdef int decode_modrm(self) except -1
-    cdef unsigned int ea(self) noexcept
-    cdef int64_t read_rm(self, int size) except -1
-    cdef int write_rm(self, int size, unsigned int v) except -1
+    cdef inline unsigned int ea(self) noexcept
+    cdef inline int64_t read_rm(self, int size) except -1
+    cdef inline int write_rm(self, int size, unsigned int v) except -1
     cdef int push(self, int size, unsigned int v) except -1
     cdef int64_t pop(self, int size) except -1
 
     # -- execute ---------------------------------------------------------------------------
     @cython.locals(form=cython.int, aop=cython.int)
     cdef int execute(self) except -1
+    cdef int execute_other(self, int op) except -1
     cdef int execute_0f(self) except -1
     cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size) noexcept
     cdef unsigned int incdec(self, unsigned int a, int size, bint dec) noexcept

@@ -152,6 +152,18 @@ def parity(v: cython.uint) -> cython.uint:
     return ((0x6996 >> v) & 1) ^ 1
 
 
+class DecodedInstruction:
+    """One decoded instruction, as the decode cache keeps it (uncompiled stand-in for the
+    C struct `Decoded` in cpu.pxd, where the fields are described)."""
+    __slots__ = ("tag", "ppage", "gen", "disp", "imm", "imm2", "op", "len", "opsize",
+                 "adsize", "rep", "lock", "mod", "reg", "rm", "scale", "ea_seg", "code32",
+                 "seg", "base", "index")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
 class CPU:
     """One IA-32 processor with its guest-physical memory.
 
@@ -170,9 +182,8 @@ class CPU:
             self.seg_rd = [0] * 6
             self.seg_wr = [0] * 6
             self.dec_table = [0] * 4096
-            for name in ("dc_tag", "dc_ppage", "dc_gen", "dc_info", "dc_addr", "dc_disp",
-                         "dc_imm", "dc_imm2"):
-                setattr(self, name, [0] * 4096)
+            self.dcache = [DecodedInstruction() for _ in range(4096)]
+            self.cur = DecodedInstruction()
         table = decoder_table()
         i: cython.int
         for i in range(4096):
@@ -216,14 +227,15 @@ class CPU:
         self.fetch_frame = 0
         self.fetch_ppage = 0
         self.flush_decode_cache()
-        self.decode_hits = self.decode_misses = 0
+        self.decode_misses = 0
         self.i_start = self.i_esp = 0
-        self.i_len = self.i_op = self.i_seg = self.i_rep = self.i_lock = 0
-        self.i_opsize = self.i_adsize = 4
-        self.i_mod = 3
-        self.i_reg = self.i_rm = self.i_scale = self.i_ea_seg = 0
-        self.i_base = self.i_index = -1
-        self.i_disp = self.i_imm = self.i_imm2 = 0
+        self.cur.len = self.cur.op = self.cur.rep = self.cur.lock = 0
+        self.cur.seg = -1
+        self.cur.opsize = self.cur.adsize = 4
+        self.cur.mod = 3
+        self.cur.reg = self.cur.rm = self.cur.scale = self.cur.ea_seg = 0
+        self.cur.base = self.cur.index = -1
+        self.cur.disp = self.cur.imm = self.cur.imm2 = 0
         self.fetch_fast = False
         self.fetch_base = 0
         self.d_lo = self.d_hi = self.d_addr = 0
@@ -335,7 +347,7 @@ class CPU:
     def flush_decode_cache(self):
         i: cython.int
         for i in range(4096):
-            self.dc_tag[i] = i + 1      # can never equal an address that indexes entry i
+            self.dcache[i].tag = i + 1  # can never equal an address that indexes entry i
 
     def decode_length(self, address):
         """Length of the instruction at linear `address` as the decoder sees it (faults raise
@@ -344,7 +356,7 @@ class CPU:
         self.eip = address & MASK32
         try:
             self.decode()
-            return self.i_len
+            return self.cur.len
         except CPUFault as f:
             raise ValueError(f"decoding at {address:#x} raises "
                              f"{EXCEPTION_NAMES.get(f.vector, f.vector)}") from None
@@ -439,10 +451,16 @@ class CPU:
         return self.phys_write(lin, size, value)
 
     def read(self, seg, off, size):
-        return self.lin_read(self.seg_check(seg, off, size, False), size)
+        hi: cython.uint = self.seg_hi[seg]
+        if self.seg_rd[seg] and off >= self.seg_lo[seg] and off <= hi and hi - off >= size - 1:
+            return self.lin_read((self.seg_base[seg] + off) & MASK32, size)
+        return self.lin_read(self.seg_check(seg, off, size, False), size)   # faults
 
     def write(self, seg, off, size, value):
-        return self.lin_write(self.seg_check(seg, off, size, True), size, value)
+        hi: cython.uint = self.seg_hi[seg]
+        if self.seg_wr[seg] and off >= self.seg_lo[seg] and off <= hi and hi - off >= size - 1:
+            return self.lin_write((self.seg_base[seg] + off) & MASK32, size, value)
+        return self.lin_write(self.seg_check(seg, off, size, True), size, value)  # faults
 
     def fetch8(self):
         """Next instruction byte at CS:EIP+i_len (limit-checked, at most 15 bytes)."""
@@ -451,12 +469,12 @@ class CPU:
         frame: cython.int
         if self.fetch_fast:
             # decode() found all 15 possible bytes in the limit and on one mapped page
-            if self.i_len < 15:
-                off = self.fetch_base + self.i_len
-                self.i_len += 1
+            if self.cur.len < 15:
+                off = self.fetch_base + self.cur.len
+                self.cur.len += 1
                 return self.mem.ram[off]
-        off = (self.i_start + self.i_len) & MASK32
-        if self.i_len >= 15:
+        off = (self.i_start + self.cur.len) & MASK32
+        if self.cur.len >= 15:
             self.fault(GP, 0)          # SDM: an instruction longer than 15 bytes is #GP(0)
         if off > self.seg_hi[CS] or off < self.seg_lo[CS]:
             self.fault(GP, 0)
@@ -466,7 +484,7 @@ class CPU:
             self.fetch_page = (lin >> 12) + 1
             self.fetch_frame = frame
             self.fetch_ppage = lin >> 12        # paging off: physical page = linear page
-        self.i_len += 1
+        self.cur.len += 1
         return self.mem.ram[(self.fetch_frame << 12) | (lin & 0xFFF)]
 
     # ------------------------------------------------------------------------------------
@@ -606,167 +624,133 @@ class CPU:
     # Decoder: prefixes, opcode, ModRM/SIB, displacement, immediates (SDM Vol. 2 ch. 2)
     # ------------------------------------------------------------------------------------
     def decode_cached(self, lin):
-        """Fill the i_* fields from the decode cache; False when there is no valid entry."""
+        """Take the decoded instruction at `lin` from the decode cache, if still valid."""
         idx = lin & 4095
-        if self.dc_tag[idx] != lin or self.dc_ppage[idx] != self.fetch_ppage or \
-                self.dc_gen[idx] != self.mem.page_gen[self.fetch_ppage]:
+        if self.dcache[idx].tag != lin or self.dcache[idx].ppage != self.fetch_ppage or \
+                self.dcache[idx].gen != self.mem.page_gen[self.fetch_ppage] or \
+                self.dcache[idx].code32 != self.code32:
             return False
-        info = self.dc_info[idx]
-        ln = (info >> 9) & 15
-        if ((info >> 29) & 1) != self.code32:
-            return False
-        if not self.cs_flat and (self.eip < self.seg_lo[CS] or self.eip > self.seg_hi[CS] or
-                                 self.seg_hi[CS] - self.eip < ln - 1):
-            return False
-        self.i_op = info & 0x1FF
-        self.i_len = ln
-        self.i_opsize = 4 if info & 0x2000 else 2
-        self.i_mod = (info >> 21) & 3
-        self.i_reg = (info >> 23) & 7
-        self.i_rm = (info >> 26) & 7
-        self.i_imm = self.dc_imm[idx]
-        if info & 0x40000000:
-            # prefixes other than 0x66, or an immediate pair: the rarer fields
-            addr = self.dc_addr[idx]
-            self.i_adsize = 4 if info & 0x4000 else 2
-            self.i_seg = ((info >> 15) & 7) - 1
-            self.i_rep = (info >> 18) & 3
-            self.i_lock = (info >> 20) & 1
-            self.i_imm2 = self.dc_imm2[idx]
-        else:
-            self.i_adsize = 4 if self.code32 else 2
-            self.i_seg = -1
-            self.i_rep = 0
-            self.i_lock = 0
-        if self.i_mod != 3:
-            addr = self.dc_addr[idx]
-            self.i_base = (addr & 15) - 1
-            self.i_index = ((addr >> 4) & 15) - 1
-            self.i_scale = (addr >> 8) & 3
-            self.i_ea_seg = (addr >> 10) & 7
-            self.i_disp = self.dc_disp[idx]
-        self.eip = (self.eip + ln) & MASK32
+        if not self.cs_flat:
+            ln = self.dcache[idx].len
+            if self.eip < self.seg_lo[CS] or self.eip > self.seg_hi[CS] or \
+                    self.seg_hi[CS] - self.eip < ln - 1:
+                return False
+        self.cur = self.dcache[idx]
+        self.eip = (self.eip + self.cur.len) & MASK32
         return True
 
     def decode_insert(self, lin):
-        idx: cython.uint = lin & 4095
-        rare: cython.uint = 0
-        if self.i_seg >= 0 or self.i_rep or self.i_lock or \
-                self.i_adsize != (4 if self.code32 else 2) or \
-                self.i_op == 0x9A or self.i_op == 0xEA or self.i_op == 0xC8:
-            rare = 1
-        self.dc_tag[idx] = lin
-        self.dc_ppage[idx] = self.fetch_ppage
-        self.dc_gen[idx] = self.mem.page_gen[self.fetch_ppage]
+        """Remember the instruction just decoded; a write to its page invalidates it."""
+        self.cur.tag = lin
+        self.cur.ppage = self.fetch_ppage
+        self.cur.gen = self.mem.page_gen[self.fetch_ppage]
+        self.cur.code32 = self.code32
         self.mem.code_page[self.fetch_ppage] = 1
-        self.dc_info[idx] = (self.i_op | (self.i_len << 9) | ((self.i_opsize == 4) << 13)
-                             | ((self.i_adsize == 4) << 14) | ((self.i_seg + 1) << 15)
-                             | (self.i_rep << 18) | (self.i_lock << 20) | (self.i_mod << 21)
-                             | (self.i_reg << 23) | (self.i_rm << 26) | (self.code32 << 29)
-                             | (rare << 30))
-        self.dc_addr[idx] = ((self.i_base + 1) | ((self.i_index + 1) << 4) | (self.i_scale << 8)
-                             | (self.i_ea_seg << 10))
-        self.dc_disp[idx] = self.i_disp
-        self.dc_imm[idx] = self.i_imm
-        self.dc_imm2[idx] = self.i_imm2
+        self.dcache[lin & 4095] = self.cur
 
     def decode(self):
+        """Decode the instruction at CS:EIP into `cur`: from the decode cache when it holds a
+        valid copy (the common case, kept small), else byte by byte."""
+        lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
+        self.i_start = self.eip
+        if (lin >> 12) + 1 == self.fetch_page and self.decode_cached(lin):
+            return 0
+        return self.decode_bytes(lin)
+
+    def decode_bytes(self, lin):
         b: cython.int
         entry: cython.int
         kind: cython.int
         wide: cython.int = 4 if self.code32 else 2
-        lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
-        self.i_start = self.eip
-        if (lin >> 12) + 1 == self.fetch_page and self.decode_cached(lin):
-            self.decode_hits += 1
-            return 0
         self.decode_misses += 1
-        self.i_len = 0
+        if not cython.compiled:
+            self.cur = DecodedInstruction()        # compiled, `cur` is a struct and the cache holds copies
+        self.cur.len = 0
         self.fetch_fast = False
         if (lin >> 12) + 1 == self.fetch_page and (lin & 0xFFF) <= 0x1000 - 15 and \
                 self.eip >= self.seg_lo[CS] and self.eip <= self.seg_hi[CS] - 14 and \
                 self.seg_hi[CS] >= 14:
             self.fetch_fast = True
             self.fetch_base = (self.fetch_frame << 12) | (lin & 0xFFF)
-        self.i_opsize = wide
-        self.i_adsize = wide
-        self.i_seg = -1
-        self.i_rep = 0
-        self.i_lock = 0
+        self.cur.opsize = wide
+        self.cur.adsize = wide
+        self.cur.seg = -1
+        self.cur.rep = 0
+        self.cur.lock = 0
         while True:
             b = self.fetch8()
             if b == 0x66:
-                self.i_opsize = 6 - wide
+                self.cur.opsize = 6 - wide
             elif b == 0x67:
-                self.i_adsize = 6 - wide
+                self.cur.adsize = 6 - wide
             elif b == 0x26:
-                self.i_seg = ES
+                self.cur.seg = ES
             elif b == 0x2E:
-                self.i_seg = CS
+                self.cur.seg = CS
             elif b == 0x36:
-                self.i_seg = SS
+                self.cur.seg = SS
             elif b == 0x3E:
-                self.i_seg = DS
+                self.cur.seg = DS
             elif b == 0x64:
-                self.i_seg = FS
+                self.cur.seg = FS
             elif b == 0x65:
-                self.i_seg = GS
+                self.cur.seg = GS
             elif b == 0xF0:
-                self.i_lock = 1
+                self.cur.lock = 1
             elif b == 0xF3:
-                self.i_rep = 1
+                self.cur.rep = 1
             elif b == 0xF2:
-                self.i_rep = 2
+                self.cur.rep = 2
             else:
                 break
         if b == 0x0F:
             b = 0x100 | self.fetch8()
-        self.i_op = b
+        self.cur.op = b
         entry = self.dec_table[b << 3]
         if entry & DEC_MODRM:
             self.decode_modrm()
-            entry = self.dec_table[(b << 3) | self.i_reg]
+            entry = self.dec_table[(b << 3) | self.cur.reg]
         else:
-            self.i_mod = 3
-            self.i_reg = 0
-            self.i_rm = 0
+            self.cur.mod = 3
+            self.cur.reg = 0
+            self.cur.rm = 0
         if not (entry & DEC_VALID):
             self.fault(UD, -1)
-        if self.i_lock and (not (entry & DEC_LOCK) or self.i_mod == 3):
+        if self.cur.lock and (not (entry & DEC_LOCK) or self.cur.mod == 3):
             self.fault(UD, -1)          # LOCK only on a read-modify-write of memory
-        if self.i_mod == 3 and entry & DEC_MEMONLY:
+        if self.cur.mod == 3 and entry & DEC_MEMONLY:
             self.fault(UD, -1)
         kind = entry & DEC_IMM_MASK
         if kind != IMM_NONE:
             if kind == IMM_B:
-                self.i_imm = self.fetch8()
+                self.cur.imm = self.fetch8()
             elif kind == IMM_Z or kind == IMM_MOFFS or kind == IMM_PTR:
-                size: cython.int = self.i_adsize if kind == IMM_MOFFS else self.i_opsize
-                self.i_imm = self.fetch8()
-                self.i_imm |= self.fetch8() << 8
+                size: cython.int = self.cur.adsize if kind == IMM_MOFFS else self.cur.opsize
+                self.cur.imm = self.fetch8()
+                self.cur.imm |= self.fetch8() << 8
                 if size == 4:
-                    self.i_imm |= self.fetch8() << 16
-                    self.i_imm |= self.fetch8() << 24
+                    self.cur.imm |= self.fetch8() << 16
+                    self.cur.imm |= self.fetch8() << 24
                 if kind == IMM_PTR:
-                    self.i_imm2 = self.fetch8()
-                    self.i_imm2 |= self.fetch8() << 8
+                    self.cur.imm2 = self.fetch8()
+                    self.cur.imm2 |= self.fetch8() << 8
             else:   # IMM_W, IMM_ENTER
-                self.i_imm = self.fetch8()
-                self.i_imm |= self.fetch8() << 8
+                self.cur.imm = self.fetch8()
+                self.cur.imm |= self.fetch8() << 8
                 if kind == IMM_ENTER:
-                    self.i_imm2 = self.fetch8()
+                    self.cur.imm2 = self.fetch8()
         elif b == 0xF6 or b == 0xF7:
             # TEST Eb,Ib / Ev,Iz (/0 and /1) are the only group-3 forms with an immediate.
-            if self.i_reg < 2:
-                self.i_imm = self.fetch8()
+            if self.cur.reg < 2:
+                self.cur.imm = self.fetch8()
                 if b == 0xF7:
-                    self.i_imm |= self.fetch8() << 8
-                    if self.i_opsize == 4:
-                        self.i_imm |= self.fetch8() << 16
-                        self.i_imm |= self.fetch8() << 24
-        if (lin & 0xFFF) + self.i_len <= 0x1000:
+                    self.cur.imm |= self.fetch8() << 8
+                    if self.cur.opsize == 4:
+                        self.cur.imm |= self.fetch8() << 16
+                        self.cur.imm |= self.fetch8() << 24
+        if (lin & 0xFFF) + self.cur.len <= 0x1000:
             self.decode_insert(lin)             # fits in one page: cacheable
-        self.eip = (self.i_start + self.i_len) & MASK32
+        self.eip = (self.i_start + self.cur.len) & MASK32
         return 0
 
     def decode_modrm(self):
@@ -775,87 +759,87 @@ class CPU:
         rm: cython.int = m & 7
         sib: cython.int
         d: cython.uint
-        self.i_mod = mod
-        self.i_reg = (m >> 3) & 7
-        self.i_rm = rm
-        self.i_base = -1
-        self.i_index = -1
-        self.i_scale = 0
-        self.i_disp = 0
-        self.i_ea_seg = DS
+        self.cur.mod = mod
+        self.cur.reg = (m >> 3) & 7
+        self.cur.rm = rm
+        self.cur.base = -1
+        self.cur.index = -1
+        self.cur.scale = 0
+        self.cur.disp = 0
+        self.cur.ea_seg = DS
         if mod == 3:
             return 0
-        if self.i_adsize == 4:
+        if self.cur.adsize == 4:
             if rm == 4:
                 sib = self.fetch8()
-                self.i_scale = sib >> 6
+                self.cur.scale = sib >> 6
                 if ((sib >> 3) & 7) != 4:
-                    self.i_index = (sib >> 3) & 7
+                    self.cur.index = (sib >> 3) & 7
                 if (sib & 7) == 5 and mod == 0:
                     mod = 2                     # [index*scale + disp32], no base
                 else:
-                    self.i_base = sib & 7
+                    self.cur.base = sib & 7
             elif rm == 5 and mod == 0:
                 mod = 2                         # [disp32]
             else:
-                self.i_base = rm
+                self.cur.base = rm
             if mod == 1:
                 d = self.fetch8()
-                self.i_disp = (d ^ 0x80) - 0x80 & MASK32
+                self.cur.disp = (d ^ 0x80) - 0x80 & MASK32
             elif mod == 2:
                 d = self.fetch8()
                 d |= self.fetch8() << 8
                 d |= self.fetch8() << 16
                 d |= self.fetch8() << 24
-                self.i_disp = d
-            if self.i_base == 4 or self.i_base == 5:
-                self.i_ea_seg = SS
+                self.cur.disp = d
+            if self.cur.base == 4 or self.cur.base == 5:
+                self.cur.ea_seg = SS
         else:
             # 16-bit forms: BX+SI, BX+DI, BP+SI, BP+DI, SI, DI, BP (disp16 if mod 0), BX
             if rm == 6 and mod == 0:
                 mod = 2
             else:
                 if rm < 2 or rm == 7:
-                    self.i_base = 3             # BX
+                    self.cur.base = 3             # BX
                 elif rm < 4 or rm == 6:
-                    self.i_base = 5             # BP
-                    self.i_ea_seg = SS
+                    self.cur.base = 5             # BP
+                    self.cur.ea_seg = SS
                 if rm < 4:
-                    self.i_index = 6 + (rm & 1)     # SI, DI
+                    self.cur.index = 6 + (rm & 1)     # SI, DI
                 elif rm < 6:
-                    self.i_index = 6 + (rm & 1)
+                    self.cur.index = 6 + (rm & 1)
             if mod == 1:
                 d = self.fetch8()
-                self.i_disp = (d ^ 0x80) - 0x80 & 0xFFFF
+                self.cur.disp = (d ^ 0x80) - 0x80 & 0xFFFF
             elif mod == 2:
                 d = self.fetch8()
                 d |= self.fetch8() << 8
-                self.i_disp = d
-        if self.i_seg >= 0:
-            self.i_ea_seg = self.i_seg
+                self.cur.disp = d
+        if self.cur.seg >= 0:
+            self.cur.ea_seg = self.cur.seg
         return 0
 
     def ea(self):
         """Effective address (offset within the segment) of the ModRM memory operand."""
-        a: cython.uint = self.i_disp
-        if self.i_base >= 0:
-            a += self.regs[self.i_base]
-        if self.i_index >= 0:
-            a += self.regs[self.i_index] << self.i_scale
-        if self.i_adsize == 2:
+        a: cython.uint = self.cur.disp
+        if self.cur.base >= 0:
+            a += self.regs[self.cur.base]
+        if self.cur.index >= 0:
+            a += self.regs[self.cur.index] << self.cur.scale
+        if self.cur.adsize == 2:
             return a & 0xFFFF
         return a & MASK32
 
     def read_rm(self, size):
-        if self.i_mod == 3:
-            return self.get_reg(size, self.i_rm)
-        return self.read(self.i_ea_seg, self.ea(), size)
+        if self.cur.mod == 3:
+            return self.get_reg(size, self.cur.rm)
+        return self.read(self.cur.ea_seg, self.ea(), size)
 
     def write_rm(self, size, v):
-        if self.i_mod == 3:
-            self.set_reg(size, self.i_rm, v)
+        if self.cur.mod == 3:
+            self.set_reg(size, self.cur.rm, v)
             return 0
-        return self.write(self.i_ea_seg, self.ea(), size, v)
+        return self.write(self.cur.ea_seg, self.ea(), size, v)
 
     def push(self, size, v):
         sp: cython.uint
@@ -886,9 +870,9 @@ class CPU:
     # Execute: one branch per opcode (Bochs-style), compiled to a C switch
     # ------------------------------------------------------------------------------------
     def execute(self):
-        op: cython.int = self.i_op
+        op: cython.int = self.cur.op
         size: cython.int
-        osz: cython.int = self.i_opsize
+        osz: cython.int = self.cur.opsize
         a: cython.uint
         b: cython.uint
         v: cython.uint
@@ -900,24 +884,24 @@ class CPU:
             aop: cython.int = op >> 3
             size = osz if form & 1 else 1
             if form < 2:                               # Eb,Gb / Ev,Gv
-                b = self.get_reg(size, self.i_reg)
-                if self.i_mod == 3:
-                    a = self.get_reg(size, self.i_rm)
+                b = self.get_reg(size, self.cur.reg)
+                if self.cur.mod == 3:
+                    a = self.get_reg(size, self.cur.rm)
                     v = self.alu(aop, a, b, size)
                     if aop != 7:
-                        self.set_reg(size, self.i_rm, v)
+                        self.set_reg(size, self.cur.rm, v)
                 else:
-                    lin = self.seg_check(self.i_ea_seg, self.ea(), size, aop != 7)
+                    lin = self.seg_check(self.cur.ea_seg, self.ea(), size, aop != 7)
                     a = self.lin_read(lin, size)
                     v = self.alu(aop, a, b, size)
                     if aop != 7:
                         self.lin_write(lin, size, v)
             elif form < 4:                             # Gb,Eb / Gv,Ev
-                v = self.alu(aop, self.get_reg(size, self.i_reg), self.read_rm(size), size)
+                v = self.alu(aop, self.get_reg(size, self.cur.reg), self.read_rm(size), size)
                 if aop != 7:
-                    self.set_reg(size, self.i_reg, v)
+                    self.set_reg(size, self.cur.reg, v)
             else:                                      # AL,Ib / eAX,Iz
-                v = self.alu(aop, self.get_reg(size, 0), self.i_imm, size)
+                v = self.alu(aop, self.get_reg(size, 0), self.cur.imm, size)
                 if aop != 7:
                     self.set_reg(size, 0, v)
             return 0
@@ -926,25 +910,25 @@ class CPU:
 
         if op in (0x80, 0x81, 0x82, 0x83):              # group 1: ALU r/m, imm
             size = osz if op & 1 else 1
-            b = self.i_imm
+            b = self.cur.imm
             if op == 0x83:
                 b = sext(b, 1) & size_mask(size)
-            aop = self.i_reg
-            if self.i_mod == 3:
-                v = self.alu(aop, self.get_reg(size, self.i_rm), b, size)
+            aop = self.cur.reg
+            if self.cur.mod == 3:
+                v = self.alu(aop, self.get_reg(size, self.cur.rm), b, size)
                 if aop != 7:
-                    self.set_reg(size, self.i_rm, v)
+                    self.set_reg(size, self.cur.rm, v)
             else:
-                lin = self.seg_check(self.i_ea_seg, self.ea(), size, aop != 7)
+                lin = self.seg_check(self.cur.ea_seg, self.ea(), size, aop != 7)
                 v = self.alu(aop, self.lin_read(lin, size), b, size)
                 if aop != 7:
                     self.lin_write(lin, size, v)
         elif op in (0x84, 0x85):                        # TEST r/m, r
             size = osz if op & 1 else 1
-            self.alu(4, self.read_rm(size), self.get_reg(size, self.i_reg), size)
+            self.alu(4, self.read_rm(size), self.get_reg(size, self.cur.reg), size)
         elif op in (0xA8, 0xA9):                        # TEST AL/eAX, imm
             size = osz if op & 1 else 1
-            self.alu(4, self.get_reg(size, 0), self.i_imm, size)
+            self.alu(4, self.get_reg(size, 0), self.cur.imm, size)
         elif op in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F):
             # INC/DEC r
             r = op & 7
@@ -958,50 +942,63 @@ class CPU:
             self.set_reg(osz, op & 7, v)
         elif op == 0x89 or op == 0x88:                  # MOV Ev,Gv / Eb,Gb
             size = osz if op & 1 else 1
-            self.write_rm(size, self.get_reg(size, self.i_reg))
+            self.write_rm(size, self.get_reg(size, self.cur.reg))
         elif op == 0x8B or op == 0x8A:                  # MOV Gv,Ev / Gb,Eb
             size = osz if op & 1 else 1
-            self.set_reg(size, self.i_reg, self.read_rm(size))
+            self.set_reg(size, self.cur.reg, self.read_rm(size))
         elif op in (0xB8, 0xB9, 0xBA, 0xBB, 0xBC, 0xBD, 0xBE, 0xBF):
             # MOV r, imm
-            self.set_reg(osz, op & 7, self.i_imm)
+            self.set_reg(osz, op & 7, self.cur.imm)
         elif op in (0xB0, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7):
-            self.set_reg(1, op & 7, self.i_imm)
+            self.set_reg(1, op & 7, self.cur.imm)
         elif op == 0xC6 or op == 0xC7:                  # MOV r/m, imm
-            self.write_rm(osz if op & 1 else 1, self.i_imm)
+            self.write_rm(osz if op & 1 else 1, self.cur.imm)
         elif op in (0xA0, 0xA1, 0xA2, 0xA3):            # MOV AL/eAX <-> moffs
             size = osz if op & 1 else 1
-            r = self.i_seg if self.i_seg >= 0 else DS
+            r = self.cur.seg if self.cur.seg >= 0 else DS
             if op < 0xA2:
-                self.set_reg(size, 0, self.read(r, self.i_imm, size))
+                self.set_reg(size, 0, self.read(r, self.cur.imm, size))
             else:
-                self.write(r, self.i_imm, size, self.get_reg(size, 0))
+                self.write(r, self.cur.imm, size, self.get_reg(size, 0))
         elif op == 0x8D:                                # LEA
-            self.set_reg(osz, self.i_reg, self.ea())
+            self.set_reg(osz, self.cur.reg, self.ea())
         elif op in (0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x7B, 0x7C, 0x7D, 0x7E, 0x7F):
             # Jcc rel8
             if self.cond(op & 0xF):
-                self.jump_near(self.eip + sext(self.i_imm, 1))
+                self.jump_near(self.eip + sext(self.cur.imm, 1))
         elif op == 0xEB:                                # JMP rel8
-            self.jump_near(self.eip + sext(self.i_imm, 1))
+            self.jump_near(self.eip + sext(self.cur.imm, 1))
         elif op == 0xE9:                                # JMP rel16/32
-            self.jump_near(self.eip + self.i_imm)
+            self.jump_near(self.eip + self.cur.imm)
         elif op == 0xE8:                                # CALL rel16/32
             v = self.eip
-            self.jump_near(v + self.i_imm)
+            self.jump_near(v + self.cur.imm)
             self.push(osz, v)
         elif op == 0xC3:                                # RET
             self.jump_near(self.pop(osz))
         elif op == 0xC2:                                # RET imm16
             self.jump_near(self.pop(osz))
             if self.stack32:
-                self.regs[4] = (self.regs[4] + self.i_imm) & MASK32
+                self.regs[4] = (self.regs[4] + self.cur.imm) & MASK32
             else:
-                self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + self.i_imm) & 0xFFFF)
-        elif op in (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3):  # group 2: shifts and rotates
+                self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + self.cur.imm) & 0xFFFF)
+        else:
+            return self.execute_other(op)
+        return 0
+
+    def execute_other(self, op):
+        """The less frequent one-byte opcodes (kept apart so that execute() stays small)."""
+        size: cython.int
+        osz: cython.int = self.cur.opsize
+        a: cython.uint
+        b: cython.uint
+        v: cython.uint
+        lin: cython.uint
+        r: cython.int
+        if op in (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3):     # group 2: shifts and rotates
             size = osz if op & 1 else 1
             if op <= 0xC1:
-                b = self.i_imm
+                b = self.cur.imm
             elif op <= 0xD1:
                 b = 1
             else:
@@ -1010,28 +1007,28 @@ class CPU:
         elif op == 0xF6 or op == 0xF7:
             self.exec_group3(osz if op & 1 else 1)
         elif op == 0x69 or op == 0x6B:                  # IMUL Gv, Ev, imm
-            b = self.i_imm if op == 0x69 else sext(self.i_imm, 1) & size_mask(osz)
+            b = self.cur.imm if op == 0x69 else sext(self.cur.imm, 1) & size_mask(osz)
             self.exec_imul2(self.read_rm(osz), b)
         elif op == 0xFE:                                # INC/DEC Eb
             lin = 0
-            if self.i_mod == 3:
-                self.set_reg(1, self.i_rm, self.incdec(self.get_reg(1, self.i_rm), 1, self.i_reg == 1))
+            if self.cur.mod == 3:
+                self.set_reg(1, self.cur.rm, self.incdec(self.get_reg(1, self.cur.rm), 1, self.cur.reg == 1))
             else:
-                lin = self.seg_check(self.i_ea_seg, self.ea(), 1, True)
-                self.lin_write(lin, 1, self.incdec(self.lin_read(lin, 1), 1, self.i_reg == 1))
+                lin = self.seg_check(self.cur.ea_seg, self.ea(), 1, True)
+                self.lin_write(lin, 1, self.incdec(self.lin_read(lin, 1), 1, self.cur.reg == 1))
         elif op == 0xFF:
             self.exec_group5()
         elif op == 0x86 or op == 0x87:                  # XCHG r/m, r
             size = osz if op & 1 else 1
-            if self.i_mod == 3:
-                a = self.get_reg(size, self.i_rm)
-                self.set_reg(size, self.i_rm, self.get_reg(size, self.i_reg))
-                self.set_reg(size, self.i_reg, a)
+            if self.cur.mod == 3:
+                a = self.get_reg(size, self.cur.rm)
+                self.set_reg(size, self.cur.rm, self.get_reg(size, self.cur.reg))
+                self.set_reg(size, self.cur.reg, a)
             else:
-                lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+                lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
                 a = self.lin_read(lin, size)
-                self.lin_write(lin, size, self.get_reg(size, self.i_reg))
-                self.set_reg(size, self.i_reg, a)
+                self.lin_write(lin, size, self.get_reg(size, self.cur.reg))
+                self.set_reg(size, self.cur.reg, a)
         elif op in (0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97):
             # XCHG eAX, r
             a = self.get_reg(osz, 0)
@@ -1040,9 +1037,9 @@ class CPU:
         elif op == 0x90:                                # NOP (and PAUSE)
             pass
         elif op == 0x68:                                # PUSH imm
-            self.push(osz, self.i_imm)
+            self.push(osz, self.cur.imm)
         elif op == 0x6A:
-            self.push(osz, sext(self.i_imm, 1) & size_mask(osz))
+            self.push(osz, sext(self.cur.imm, 1) & size_mask(osz))
         elif op == 0x8F:                                # POP Ev: address computed after ESP moves
             v = self.pop(osz)
             self.write_rm(osz, v)
@@ -1085,23 +1082,23 @@ class CPU:
         elif op == 0x9F:                                # LAHF
             self.set_reg(1, 4, (self.get_eflags() & 0xD5) | 0x2)
         elif op == 0xD7:                                # XLAT
-            r = self.i_seg if self.i_seg >= 0 else DS
-            a = (self.regs[3] + (self.regs[0] & 0xFF)) & (MASK32 if self.i_adsize == 4 else 0xFFFF)
+            r = self.cur.seg if self.cur.seg >= 0 else DS
+            a = (self.regs[3] + (self.regs[0] & 0xFF)) & (MASK32 if self.cur.adsize == 4 else 0xFFFF)
             self.set_reg(1, 0, self.read(r, a, 1))
         elif op in (0x27, 0x2F, 0x37, 0x3F, 0xD4, 0xD5):
             self.exec_bcd(op)
         elif op in (0xE0, 0xE1, 0xE2, 0xE3):            # LOOPNE LOOPE LOOP JECXZ
-            b = MASK32 if self.i_adsize == 4 else 0xFFFF
+            b = MASK32 if self.cur.adsize == 4 else 0xFFFF
             a = self.regs[1] & b
             if op == 0xE3:
                 if a == 0:
-                    self.jump_near(self.eip + sext(self.i_imm, 1))
+                    self.jump_near(self.eip + sext(self.cur.imm, 1))
             else:
                 a = (a - 1) & b
                 self.regs[1] = (self.regs[1] & ~b) | a
                 # LOOPE continues while ZF=1 (cc 4), LOOPNE while ZF=0 (cc 5)
                 if a != 0 and (op == 0xE2 or self.cond(4 if op == 0xE1 else 5)):
-                    self.jump_near(self.eip + sext(self.i_imm, 1))
+                    self.jump_near(self.eip + sext(self.cur.imm, 1))
         elif op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
             self.exec_string(op)
         elif op in (0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF):
@@ -1131,8 +1128,8 @@ class CPU:
         elif op == 0xCC:                                # INT3: a trap, saved EIP is the next one
             self.soft_exception(BP)
         elif op == 0xCD:                                # INT n
-            self.soft_vector = self.i_imm
-            self.deliver(self.i_imm, -1, True)
+            self.soft_vector = self.cur.imm
+            self.deliver(self.cur.imm, -1, True)
             self.soft_vector = -1
         elif op == 0xCE:                                # INTO
             if self.get_eflags() & F_OF:
@@ -1145,29 +1142,29 @@ class CPU:
             v = self.pop(osz)
             self.load_data_seg(op >> 3, v & 0xFFFF)
         elif op == 0x8C:                                # MOV Ev, Sreg
-            if self.i_reg > 5:
+            if self.cur.reg > 5:
                 self.fault(UD, -1)
             # To a register: zero-extended to the operand size; to memory: always 16 bits.
-            self.write_rm(osz if self.i_mod == 3 else 2, self.seg_sel[self.i_reg])
+            self.write_rm(osz if self.cur.mod == 3 else 2, self.seg_sel[self.cur.reg])
         elif op == 0x8E:                                # MOV Sreg, Ew
-            if self.i_reg > 5 or self.i_reg == CS:
+            if self.cur.reg > 5 or self.cur.reg == CS:
                 self.fault(UD, -1)
-            self.load_data_seg(self.i_reg, self.read_rm(2))
+            self.load_data_seg(self.cur.reg, self.read_rm(2))
         elif op == 0xEA:                                # JMP ptr16:16/32
-            self.far_jump(self.i_imm2, self.i_imm, False, osz)
+            self.far_jump(self.cur.imm2, self.cur.imm, False, osz)
         elif op == 0x9A:                                # CALL ptr16:16/32
-            self.far_jump(self.i_imm2, self.i_imm, True, osz)
+            self.far_jump(self.cur.imm2, self.cur.imm, True, osz)
         elif op == 0xCB:                                # RETF
             self.far_return(osz, 0)
         elif op == 0xCA:                                # RETF imm16
-            self.far_return(osz, self.i_imm)
+            self.far_return(osz, self.cur.imm)
         else:
             self.fault(UD, -1)      # the decoder table and this switch disagree
         return 0
 
     def execute_0f(self):
-        op: cython.int = self.i_op & 0xFF
-        osz: cython.int = self.i_opsize
+        op: cython.int = self.cur.op & 0xFF
+        osz: cython.int = self.cur.opsize
         a: cython.uint
         b: cython.uint
         v: cython.uint
@@ -1175,26 +1172,26 @@ class CPU:
         if op in (0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F):
             # Jcc rel16/32
             if self.cond(op & 0xF):
-                self.jump_near(self.eip + self.i_imm)
+                self.jump_near(self.eip + self.cur.imm)
         elif op in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F):
             # CMOVcc: the source is always read
             v = self.read_rm(osz)
             if self.cond(op & 0xF):
-                self.set_reg(osz, self.i_reg, v)
+                self.set_reg(osz, self.cur.reg, v)
         elif op in (0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F):
             # SETcc
             self.write_rm(1, 1 if self.cond(op & 0xF) else 0)
         elif op == 0xB6 or op == 0xB7:                  # MOVZX
-            self.set_reg(osz, self.i_reg, self.read_rm(1 if op == 0xB6 else 2))
+            self.set_reg(osz, self.cur.reg, self.read_rm(1 if op == 0xB6 else 2))
         elif op == 0xBE or op == 0xBF:                  # MOVSX
             b = 1 if op == 0xBE else 2
-            self.set_reg(osz, self.i_reg, sext(self.read_rm(b), b) & size_mask(osz))
+            self.set_reg(osz, self.cur.reg, sext(self.read_rm(b), b) & size_mask(osz))
         elif op == 0xAF:                                # IMUL Gv, Ev
-            self.exec_imul2(self.get_reg(osz, self.i_reg), self.read_rm(osz))
+            self.exec_imul2(self.get_reg(osz, self.cur.reg), self.read_rm(osz))
         elif op in (0xA3, 0xAB, 0xB3, 0xBB):            # BT BTS BTR BTC Ev, Gv
-            self.exec_bit((op >> 3) & 3, osz, sext(self.get_reg(osz, self.i_reg), osz))
+            self.exec_bit((op >> 3) & 3, osz, sext(self.get_reg(osz, self.cur.reg), osz))
         elif op == 0xBA:                                # BT BTS BTR BTC Ev, Ib
-            self.exec_bit(self.i_reg & 3, osz, self.i_imm & (osz * 8 - 1))
+            self.exec_bit(self.cur.reg & 3, osz, self.cur.imm & (osz * 8 - 1))
         elif op == 0xBC or op == 0xBD:                  # BSF / BSR
             v = self.read_rm(osz)
             self.materialize()
@@ -1210,9 +1207,9 @@ class CPU:
                     a = osz * 8 - 1
                     while not (v >> a) & 1:
                         a -= 1
-                self.set_reg(osz, self.i_reg, a)
+                self.set_reg(osz, self.cur.reg, a)
         elif op in (0xA4, 0xA5, 0xAC, 0xAD):            # SHLD / SHRD
-            self.exec_shld(op >= 0xAC, self.i_imm if (op & 1) == 0 else self.regs[1] & 0xFF)
+            self.exec_shld(op >= 0xAC, self.cur.imm if (op & 1) == 0 else self.regs[1] & 0xFF)
         elif op == 0xB0 or op == 0xB1:                  # CMPXCHG
             self.exec_cmpxchg(osz if op & 1 else 1)
         elif op == 0xC0 or op == 0xC1:                  # XADD
@@ -1301,46 +1298,46 @@ class CPU:
 
     def exec_cmpxchg(self, size):
         acc: cython.uint = self.get_reg(size, 0)
-        src: cython.uint = self.get_reg(size, self.i_reg)
+        src: cython.uint = self.get_reg(size, self.cur.reg)
         dest: cython.uint
         lin: cython.uint = 0
-        if self.i_mod == 3:
-            dest = self.get_reg(size, self.i_rm)
+        if self.cur.mod == 3:
+            dest = self.get_reg(size, self.cur.rm)
         else:
-            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
             dest = self.lin_read(lin, size)
         self.alu(7, acc, dest, size)
         if acc == dest:
-            if self.i_mod == 3:
-                self.set_reg(size, self.i_rm, src)
+            if self.cur.mod == 3:
+                self.set_reg(size, self.cur.rm, src)
             else:
                 self.lin_write(lin, size, src)
         else:
-            if self.i_mod != 3:
+            if self.cur.mod != 3:
                 self.lin_write(lin, size, dest)     # the processor always writes back
             self.set_reg(size, 0, dest)
         return 0
 
     def exec_xadd(self, size):
-        src: cython.uint = self.get_reg(size, self.i_reg)
+        src: cython.uint = self.get_reg(size, self.cur.reg)
         dest: cython.uint
         r: cython.uint
         lin: cython.uint
-        if self.i_mod == 3:
-            dest = self.get_reg(size, self.i_rm)
+        if self.cur.mod == 3:
+            dest = self.get_reg(size, self.cur.rm)
             r = self.alu(0, dest, src, size)
-            self.set_reg(size, self.i_reg, dest)
-            self.set_reg(size, self.i_rm, r)
+            self.set_reg(size, self.cur.reg, dest)
+            self.set_reg(size, self.cur.rm, r)
         else:
-            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
             dest = self.lin_read(lin, size)
             r = self.alu(0, dest, src, size)
             self.lin_write(lin, size, r)
-            self.set_reg(size, self.i_reg, dest)
+            self.set_reg(size, self.cur.reg, dest)
         return 0
 
     def exec_cmpxchg8b(self):
-        lin: cython.uint = self.seg_check(self.i_ea_seg, self.ea(), 8, True)
+        lin: cython.uint = self.seg_check(self.cur.ea_seg, self.ea(), 8, True)
         lo: cython.uint = self.lin_read(lin, 4)
         hi: cython.uint = self.lin_read((lin + 4) & MASK32, 4)
         self.materialize()
@@ -1361,16 +1358,16 @@ class CPU:
         lin: cython.uint = 0
         v: cython.uint
         count &= 0x1F
-        if self.i_mod == 3:
-            v = self.get_reg(size, self.i_rm)
+        if self.cur.mod == 3:
+            v = self.get_reg(size, self.cur.rm)
         else:
-            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
             v = self.lin_read(lin, size)
         if count == 0:
             return 0                    # no flags change, nothing is written
-        v = self.shift(self.i_reg, v, count, size)
-        if self.i_mod == 3:
-            self.set_reg(size, self.i_rm, v)
+        v = self.shift(self.cur.reg, v, count, size)
+        if self.cur.mod == 3:
+            self.set_reg(size, self.cur.rm, v)
         else:
             self.lin_write(lin, size, v)
         return 0
@@ -1435,21 +1432,21 @@ class CPU:
 
     def exec_shld(self, right, count):
         """SHLD/SHRD Ev, Gv, count: shift in bits from the register operand."""
-        size: cython.int = self.i_opsize
+        size: cython.int = self.cur.opsize
         bits: cython.int = size * 8
         m: cython.uint = size_mask(size)
         sb: cython.uint = sign_bit(size)
-        src: cython.uint = self.get_reg(size, self.i_reg)
+        src: cython.uint = self.get_reg(size, self.cur.reg)
         dest: cython.uint
         lin: cython.uint = 0
         wide: cython.ulonglong
         r: cython.uint
         cf: cython.uint
         count &= 0x1F
-        if self.i_mod == 3:
-            dest = self.get_reg(size, self.i_rm)
+        if self.cur.mod == 3:
+            dest = self.get_reg(size, self.cur.rm)
         else:
-            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
             dest = self.lin_read(lin, size)
         if count == 0:
             return 0
@@ -1466,8 +1463,8 @@ class CPU:
         if (r ^ dest) & sb:
             self.eflags |= F_OF
         self.set_szp(r, size)
-        if self.i_mod == 3:
-            self.set_reg(size, self.i_rm, r)
+        if self.cur.mod == 3:
+            self.set_reg(size, self.cur.rm, r)
         else:
             self.lin_write(lin, size, r)
         return 0
@@ -1480,16 +1477,16 @@ class CPU:
         v: cython.uint
         lin: cython.uint = 0
         off: cython.uint
-        if self.i_mod == 3:
+        if self.cur.mod == 3:
             bit = offset & (bits - 1)
-            v = self.get_reg(size, self.i_rm)
+            v = self.get_reg(size, self.cur.rm)
         else:
             bit = offset & (bits - 1)
             # floor division by the operand width, then scaled back to bytes
             off = (self.ea() + cython.cast(cython.uint, ((offset - bit) // bits) * size)) & MASK32
-            if self.i_adsize == 2:
+            if self.cur.adsize == 2:
                 off &= 0xFFFF
-            lin = self.seg_check(self.i_ea_seg, off, size, op != 0)
+            lin = self.seg_check(self.cur.ea_seg, off, size, op != 0)
             v = self.lin_read(lin, size)
         self.materialize()
         self.eflags = (self.eflags & ~F_CF) | ((v >> bit) & 1)
@@ -1501,8 +1498,8 @@ class CPU:
             v &= ~(cython.cast(cython.uint, 1) << bit)
         else:
             v ^= cython.cast(cython.uint, 1) << bit
-        if self.i_mod == 3:
-            self.set_reg(size, self.i_rm, v)
+        if self.cur.mod == 3:
+            self.set_reg(size, self.cur.rm, v)
         else:
             self.lin_write(lin, size, v)
         return 0
@@ -1538,33 +1535,33 @@ class CPU:
 
     def exec_imul2(self, a, b):
         """IMUL Gv, Ev (0F AF) and IMUL Gv, Ev, imm (69, 6B): truncated signed product."""
-        size: cython.int = self.i_opsize
+        size: cython.int = self.cur.opsize
         full: cython.longlong = sext(a, size) * sext(b, size)
         self.imul_flags(full, size)
-        self.set_reg(size, self.i_reg, cython.cast(cython.uint, full & size_mask(size)))
+        self.set_reg(size, self.cur.reg, cython.cast(cython.uint, full & size_mask(size)))
         return 0
 
     def exec_group3(self, size):
         """TEST NOT NEG MUL IMUL DIV IDIV on r/m (F6/F7)."""
-        op: cython.int = self.i_reg
+        op: cython.int = self.cur.reg
         v: cython.uint
         lin: cython.uint = 0
         if op < 2:
-            self.alu(4, self.read_rm(size), self.i_imm, size)
+            self.alu(4, self.read_rm(size), self.cur.imm, size)
             return 0
         if op >= 4:
             return self.exec_muldiv(op, size, self.read_rm(size))
-        if self.i_mod == 3:
-            v = self.get_reg(size, self.i_rm)
+        if self.cur.mod == 3:
+            v = self.get_reg(size, self.cur.rm)
         else:
-            lin = self.seg_check(self.i_ea_seg, self.ea(), size, True)
+            lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
             v = self.lin_read(lin, size)
         if op == 2:                                     # NOT: no flags
             v = ~v & size_mask(size)
         else:                                           # NEG = 0 - v; CF = (v != 0)
             v = self.alu(5, 0, v, size)
-        if self.i_mod == 3:
-            self.set_reg(size, self.i_rm, v)
+        if self.cur.mod == 3:
+            self.set_reg(size, self.cur.rm, v)
         else:
             self.lin_write(lin, size, v)
         return 0
@@ -1650,16 +1647,16 @@ class CPU:
 
     def exec_group5(self):
         """INC DEC CALL CALLF JMP JMPF PUSH on Ev (FF)."""
-        op: cython.int = self.i_reg
-        osz: cython.int = self.i_opsize
+        op: cython.int = self.cur.reg
+        osz: cython.int = self.cur.opsize
         v: cython.uint
         lin: cython.uint
         sel: cython.uint
         if op < 2:
-            if self.i_mod == 3:
-                self.set_reg(osz, self.i_rm, self.incdec(self.get_reg(osz, self.i_rm), osz, op == 1))
+            if self.cur.mod == 3:
+                self.set_reg(osz, self.cur.rm, self.incdec(self.get_reg(osz, self.cur.rm), osz, op == 1))
             else:
-                lin = self.seg_check(self.i_ea_seg, self.ea(), osz, True)
+                lin = self.seg_check(self.cur.ea_seg, self.ea(), osz, True)
                 self.lin_write(lin, osz, self.incdec(self.lin_read(lin, osz), osz, op == 1))
         elif op == 2:                                   # CALL near r/m
             v = self.read_rm(osz)
@@ -1672,8 +1669,8 @@ class CPU:
             self.push(osz, self.read_rm(osz))
         else:                                           # CALLF / JMPF m16:16/32
             lin = self.ea()
-            v = self.read(self.i_ea_seg, lin, osz)
-            sel = self.read(self.i_ea_seg, (lin + osz) & MASK32, 2)
+            v = self.read(self.cur.ea_seg, lin, osz)
+            sel = self.read(self.cur.ea_seg, (lin + osz) & MASK32, 2)
             self.far_jump(sel, v, op == 3, osz)
         return 0
 
@@ -1719,15 +1716,15 @@ class CPU:
             self.set_szp(ax & 0xFF, 1)
             self.set_reg(2, 0, ax)
         elif op == 0xD4:                                # AAM imm8
-            if self.i_imm == 0:
+            if self.cur.imm == 0:
                 self.fault(DE, -1)
-            ah = al // self.i_imm
-            al = al % self.i_imm
+            ah = al // self.cur.imm
+            al = al % self.cur.imm
             self.eflags = f
             self.set_szp(al, 1)
             self.set_reg(2, 0, (ah << 8) | al)
         else:                                           # AAD imm8
-            al = (al + ah * self.i_imm) & 0xFF
+            al = (al + ah * self.cur.imm) & 0xFF
             self.eflags = f
             self.set_szp(al, 1)
             self.set_reg(2, 0, al)
@@ -1738,10 +1735,10 @@ class CPU:
         """MOVS CMPS STOS LODS SCAS. With REP/REPE/REPNE each iteration is one step: EIP
         stays on the instruction until the count (or the ZF condition) ends it, so a long
         REP is interruptible and counted, exactly as the architecture allows."""
-        size: cython.int = self.i_opsize if op & 1 else 1
-        amask: cython.uint = MASK32 if self.i_adsize == 4 else 0xFFFF
+        size: cython.int = self.cur.opsize if op & 1 else 1
+        amask: cython.uint = MASK32 if self.cur.adsize == 4 else 0xFFFF
         cnt: cython.uint
-        if not self.i_rep:
+        if not self.cur.rep:
             return self.string_once(op, size)
         cnt = self.regs[1] & amask
         if cnt == 0:
@@ -1752,14 +1749,14 @@ class CPU:
         if cnt != 0:
             if op == 0xA6 or op == 0xA7 or op == 0xAE or op == 0xAF:
                 # REPE stops on ZF=0, REPNE on ZF=1
-                if self.cond(4) != (self.i_rep == 1):
+                if self.cond(4) != (self.cur.rep == 1):
                     return 0
             self.eip = self.i_start
         return 0
 
     def string_once(self, op, size):
-        amask: cython.uint = MASK32 if self.i_adsize == 4 else 0xFFFF
-        src: cython.int = self.i_seg if self.i_seg >= 0 else DS
+        amask: cython.uint = MASK32 if self.cur.adsize == 4 else 0xFFFF
+        src: cython.int = self.cur.seg if self.cur.seg >= 0 else DS
         si: cython.uint = self.regs[6] & amask
         di: cython.uint = self.regs[7] & amask
         delta: cython.uint = (-size if self.eflags & F_DF else size) & MASK32
@@ -1813,12 +1810,12 @@ class CPU:
         return 0
 
     def exec_io(self, op):
-        size: cython.int = self.i_opsize if op & 1 else 1
+        size: cython.int = self.cur.opsize if op & 1 else 1
         port: cython.uint
         if op <= 0x6F:                                  # INS / OUTS, maybe with REP
             self.io_allowed(self.regs[2] & 0xFFFF, size)
             return self.exec_string(op)
-        port = self.i_imm & 0xFF if op <= 0xE7 else self.regs[2] & 0xFFFF
+        port = self.cur.imm & 0xFF if op <= 0xE7 else self.regs[2] & 0xFFFF
         self.io_allowed(port, size)
         if (op & 2) == 0:                               # IN
             self.set_reg(size, 0, self.port_in(port, size))
@@ -1829,9 +1826,9 @@ class CPU:
     # -- stack frames ----------------------------------------------------------------------------
     def exec_enter(self):
         """ENTER imm16, imm8 as in the SDM's pseudo-code (nesting level mod 32)."""
-        osz: cython.int = self.i_opsize
-        alloc: cython.uint = self.i_imm
-        level: cython.int = self.i_imm2 & 31
+        osz: cython.int = self.cur.opsize
+        alloc: cython.uint = self.cur.imm
+        level: cython.int = self.cur.imm2 & 31
         spmask: cython.uint = MASK32 if self.stack32 else 0xFFFF
         bp: cython.uint = self.regs[5]
         frame: cython.uint
@@ -1850,26 +1847,26 @@ class CPU:
     # -- system ------------------------------------------------------------------------------------
     def exec_system_0f01(self):
         """SGDT SIDT LGDT LIDT SMSW (0F 01 /0-/4)."""
-        op: cython.int = self.i_reg
+        op: cython.int = self.cur.reg
         off: cython.uint
         base: cython.uint
         limit: cython.uint
         if op == 4:                                     # SMSW: r32 gets all of CR0
-            self.write_rm(self.i_opsize if self.i_mod == 3 else 2, self.cr0)
+            self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, self.cr0)
             return 0
         off = self.ea()
         if op < 2:                                      # SGDT / SIDT: 16-bit limit, 32-bit base
             limit = self.gdtr_limit if op == 0 else self.idtr_limit
             base = self.gdtr_base if op == 0 else self.idtr_base
-            self.seg_check(self.i_ea_seg, off, 6, True)
-            self.write(self.i_ea_seg, off, 2, limit)
-            self.write(self.i_ea_seg, (off + 2) & MASK32, 4, base)
+            self.seg_check(self.cur.ea_seg, off, 6, True)
+            self.write(self.cur.ea_seg, off, 2, limit)
+            self.write(self.cur.ea_seg, (off + 2) & MASK32, 4, base)
             return 0
         if self.cpl != 0:
             self.fault(GP, 0)
-        limit = self.read(self.i_ea_seg, off, 2)
-        base = self.read(self.i_ea_seg, (off + 2) & MASK32, 4)
-        if self.i_opsize == 2:
+        limit = self.read(self.cur.ea_seg, off, 2)
+        base = self.read(self.cur.ea_seg, (off + 2) & MASK32, 4)
+        if self.cur.opsize == 2:
             base &= 0xFFFFFF                            # 24-bit base with a 16-bit operand
         if op == 2:
             self.gdtr_base = base
@@ -1906,7 +1903,7 @@ class CPU:
         return 0
 
     def jump_near(self, target):
-        if self.i_opsize == 2:
+        if self.cur.opsize == 2:
             target &= 0xFFFF
         if target > self.seg_hi[CS] or target < self.seg_lo[CS]:
             self.fault(GP, 0)
@@ -2205,7 +2202,7 @@ class CPU:
         if self.soft_vector >= 0:
             # INT n / INT3 / INTO whose own delivery faulted: name it first in reports.
             chain.insert(0, (self.soft_vector, -1))
-            root_eip = (self.i_start + self.i_len) & MASK32
+            root_eip = (self.i_start + self.cur.len) & MASK32
             self.soft_vector = -1
         while True:
             if vector < 32 and (self.exception_intercept >> vector) & 1:
@@ -2240,7 +2237,7 @@ class CPU:
             if not self.mem.is_mapped(lin):
                 break
             out += self.mem.read(lin, 1)
-        length = instruction_length(bytes(out)) or max(self.i_len, 1)
+        length = instruction_length(bytes(out)) or max(self.cur.len, 1)
         return bytes(out[:length])
 
     # ------------------------------------------------------------------------------------
