@@ -152,6 +152,15 @@ def parity(v: cython.uint) -> cython.uint:
     return ((0x6996 >> v) & 1) ^ 1
 
 
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def chunk_bits(off: cython.uint, size: cython.uint) -> cython.ulonglong:
+    """The 64-byte chunks of a page that bytes off..off+size-1 touch (see memory.code_chunks)."""
+    one: cython.ulonglong = 1
+    return (one << (off >> 6)) | (one << ((off + size - 1) >> 6))
+
+
 class DecodedInstruction:
     """One decoded instruction, as the decode cache keeps it (uncompiled stand-in for the
     C struct `Decoded` in cpu.pxd, where the fields are described)."""
@@ -421,7 +430,7 @@ class CPU:
         o: cython.uint
         i: cython.int
         if frame >= 0 and off <= 4096 - size:
-            if self.mem.code_page[pa >> 12]:
+            if self.mem.code_chunks[pa >> 12] & chunk_bits(off, size):
                 self.mem.code_written(pa >> 12)     # self-modifying code
             o = (frame << 12) | off
             self.mem.ram[o] = value & 0xFF
@@ -437,7 +446,7 @@ class CPU:
         for i in range(size):
             o = (pa + i) & MASK32
             frame = self.mem.frame_of_page[o >> 12]
-            if self.mem.code_page[o >> 12]:
+            if self.mem.code_chunks[o >> 12] & chunk_bits(o & 0xFFF, 1):
                 self.mem.code_written(o >> 12)
             self.mem.ram[(frame << 12) | (o & 0xFFF)] = (value >> (8 * i)) & 0xFF
         return 0
@@ -645,7 +654,7 @@ class CPU:
         self.cur.ppage = self.fetch_ppage
         self.cur.gen = self.mem.page_gen[self.fetch_ppage]
         self.cur.code32 = self.code32
-        self.mem.code_page[self.fetch_ppage] = 1
+        self.mem.code_chunks[self.fetch_ppage] |= chunk_bits(lin & 0xFFF, self.cur.len)
         self.dcache[lin & 4095] = self.cur
 
     def decode(self):

@@ -12,7 +12,7 @@ cdef class PhysicalMemory:
     cdef int[::1] frame_of_page         # guest page number -> frame in `backing`, or -1
     cdef object _frame_table            # array('i') behind frame_of_page
     cdef unsigned int[::1] page_gen      # bumped when a page holding decoded code is written
-    cdef unsigned char[::1] code_page    # 1 while some CPU holds decoded instructions from it
+    cdef unsigned long long[::1] code_chunks   # per page: 64-byte chunks holding decoded code
     cdef object _gen_table, _code_table
     cdef public unsigned int frames     # frames allocated in `backing`
     cdef public object regions          # [(start, size)] as mapped, for reports

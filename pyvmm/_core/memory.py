@@ -26,12 +26,14 @@ class PhysicalMemory:
         self.ram = self.backing
         self._frame_table = array("i", [-1]) * (ADDRESS_SPACE >> PAGE_SHIFT)
         self.frame_of_page = self._frame_table
-        # Self-modifying code: CPUs cache decoded instructions per page. A write to a page
-        # marked in code_page bumps its generation, which invalidates those decodes.
+        # Self-modifying code: CPUs cache decoded instructions. code_chunks[page] has bit i
+        # set when bytes 64*i..64*i+63 of the page hold a decoded instruction; a write there
+        # bumps the page's generation, which invalidates every decode taken from the page.
+        # Writes to the data parts of a page that also holds code stay cheap.
         self._gen_table = array("I", [0]) * (ADDRESS_SPACE >> PAGE_SHIFT)
         self.page_gen = self._gen_table
-        self._code_table = bytearray(ADDRESS_SPACE >> PAGE_SHIFT)
-        self.code_page = self._code_table
+        self._code_table = array("Q", [0]) * (ADDRESS_SPACE >> PAGE_SHIFT)
+        self.code_chunks = self._code_table
         self.frames = 0
         self.regions = []
 
@@ -62,7 +64,7 @@ class PhysicalMemory:
     def code_written(self, page):
         """A page with decoded instructions was written: their decodes are stale now."""
         self.page_gen[page] = (self.page_gen[page] + 1) & 0xFFFFFFFF
-        self.code_page[page] = 0
+        self.code_chunks[page] = 0
 
     def is_mapped(self, address):
         if address >= ADDRESS_SPACE:
@@ -92,7 +94,7 @@ class PhysicalMemory:
         for a in range(address & ~PAGE_MASK, address + size, PAGE_SIZE):
             self._frame(max(a, address), size, "write")
         for page in range(address >> PAGE_SHIFT, (address + size + PAGE_MASK) >> PAGE_SHIFT):
-            if self.code_page[page]:
+            if self.code_chunks[page]:
                 self.code_written(page)
         done = 0
         while done < size:
