@@ -386,6 +386,7 @@ class CPU:
 
     def seg_check(self, seg, off, size, write):
         """Linear address of seg:off for an access of `size` bytes (SDM Vol. 3 5.3)."""
+        off &= MASK32
         ok: cython.int = self.seg_wr[seg] if write else self.seg_rd[seg]
         hi: cython.uint = self.seg_hi[seg]
         if not ok or off < self.seg_lo[seg] or off > hi or hi - off < size - 1:
@@ -461,12 +462,14 @@ class CPU:
 
     def read(self, seg, off, size):
         hi: cython.uint = self.seg_hi[seg]
+        off &= MASK32                   # (a no-op once compiled: `off` is a C uint)
         if self.seg_rd[seg] and off >= self.seg_lo[seg] and off <= hi and hi - off >= size - 1:
             return self.lin_read((self.seg_base[seg] + off) & MASK32, size)
         return self.lin_read(self.seg_check(seg, off, size, False), size)   # faults
 
     def write(self, seg, off, size, value):
         hi: cython.uint = self.seg_hi[seg]
+        off &= MASK32
         if self.seg_wr[seg] and off >= self.seg_lo[seg] and off <= hi and hi - off >= size - 1:
             return self.lin_write((self.seg_base[seg] + off) & MASK32, size, value)
         return self.lin_write(self.seg_check(seg, off, size, True), size, value)  # faults
@@ -852,6 +855,7 @@ class CPU:
 
     def push(self, size, v):
         sp: cython.uint
+        v &= MASK32
         if self.stack32:
             sp = (self.regs[4] - size) & MASK32
             self.write(SS, sp, size, v)
@@ -1849,8 +1853,12 @@ class CPU:
                 bp = (bp & ~spmask) | ((bp - osz) & spmask)
                 self.push(osz, self.read(SS, bp & spmask, osz))
             self.push(osz, frame)
-        self.regs[5] = (self.regs[5] & ~spmask) | frame
-        self.regs[4] = (self.regs[4] & ~spmask) | ((frame - alloc) & spmask)
+        # EBP (or BP, by operand size) <- FrameTemp; then ESP (or SP, by stack size) -= size
+        if osz == 4:
+            self.regs[5] = frame
+        else:
+            self.regs[5] = (self.regs[5] & 0xFFFF0000) | (frame & 0xFFFF)
+        self.regs[4] = (self.regs[4] & ~spmask) | ((self.regs[4] - alloc) & spmask)
         return 0
 
     # -- system ------------------------------------------------------------------------------------
@@ -1912,6 +1920,7 @@ class CPU:
         return 0
 
     def jump_near(self, target):
+        target &= MASK32                # uncompiled, EIP + a negative displacement
         if self.cur.opsize == 2:
             target &= 0xFFFF
         if target > self.seg_hi[CS] or target < self.seg_lo[CS]:

@@ -1,0 +1,7 @@
+"""Device models. Each has `name`, `io_size` (widest access it takes in one piece) and
+`io_read(port, size)` / `io_write(port, size, value)`; the PC maps them on the port bus."""
+from .debug_console import DebugConsole
+from .debug_exit import DebugExit
+from .uart16550 import UART16550
+
+__all__ = ["DebugConsole", "DebugExit", "UART16550"]
