@@ -84,6 +84,8 @@ cdef class CPU:
     cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
     cdef public bint use_until
     cdef int soft_vector                 # INT n/INT3/INTO being delivered, else -1
+    cdef bint entered_handler            # an interrupt or exception handler was entered
+    cdef public unsigned int dr6         # debug status (BS: single-step)
 
     # -- memory path ----------------------------------------------------------------------
     cdef int fault(self, int vector, long long error_code) except -1
@@ -181,7 +183,8 @@ cdef class CPU:
     cdef int deliver(self, int vector, long long error_code, bint software) except -1
     cdef int soft_exception(self, int vector) except -1
     cdef int raise_exception(self, int vector, long long error_code) except -1
-    @cython.locals(r=cython.int)
+    cdef int single_step_trap(self) except -1
+    @cython.locals(r=cython.int, tf=cython.uint)
     cdef int run_inner(self, unsigned long long limit) except -1
     @cython.locals(r=cython.int)
     cpdef int run(self, unsigned long long max_instructions) except -1

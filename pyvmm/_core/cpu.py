@@ -231,6 +231,8 @@ class CPU:
         self.halted = False
         self.exit_request = 0
         self.soft_vector = -1
+        self.entered_handler = False
+        self.dr6 = 0xFFFF0FF0
         self.until = 0
         self.fetch_page = 0
         self.fetch_frame = 0
@@ -2195,6 +2197,7 @@ class CPU:
             flags &= ~F_IF
         self.eflags = flags
         self.halted = False
+        self.entered_handler = True
         return 0
 
     def soft_exception(self, vector):
@@ -2207,6 +2210,12 @@ class CPU:
         self.deliver(vector, -1, True)
         self.soft_vector = -1
         return 0
+
+    def single_step_trap(self):
+        if self.entered_handler:
+            return 0            # INT n/INT3/INTO: the handler runs with TF clear
+        self.dr6 |= 0x4000                              # DR6.BS
+        return self.raise_exception(DB, -1)
 
     def raise_exception(self, vector, error_code):
         """Deliver an exception raised by an instruction, escalating a fault during
@@ -2266,11 +2275,20 @@ class CPU:
             if self.use_until and self.eip == self.until:
                 return EXIT_UNTIL
             self.i_esp = self.regs[4]
+            tf = self.eflags & F_TF
+            if tf:
+                self.entered_handler = False
             self.decode()
             self.execute()
             self.icount += 1
+            if tf:
+                # Single-step: a #DB trap after an instruction that began with TF set
+                # (unless it entered an interrupt handler, which cleared TF).
+                r = self.single_step_trap()
+                if r:
+                    return r
             if self.exit_request:
-                r: cython.int = self.exit_request
+                r = self.exit_request
                 self.exit_request = 0
                 return r
         return EXIT_COUNT

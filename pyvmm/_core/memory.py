@@ -54,7 +54,9 @@ class PhysicalMemory:
             # Growing a bytearray that a typed view points into is not allowed: drop the
             # views, grow, then take them again.
             self.ram = None
-            self.backing.extend(bytes(len(new) << PAGE_SHIFT))
+            grown = bytearray((self.frames + len(new)) << PAGE_SHIFT)   # zeroed lazily by the OS
+            grown[:len(self.backing)] = self.backing
+            self.backing = grown
             for p in new:
                 self._frame_table[p] = self.frames
                 self.frames += 1

@@ -354,8 +354,8 @@ class UnicornRunner:
                 # show the case's own bytes where Unicorn ran the canonical alias
                 data = _restore_code(data, addr, case)
             result.memory[addr] = data
-        if case.fresh:
-            self.dirty = True
+        if case.fresh or result.regs["eip"] != case.end:
+            self.dirty = True               # an unusual stop: start the next case afresh
         return result
 
 
@@ -461,8 +461,8 @@ class PyvmmRunner:
                 self.dirty = True
             for addr, size in case.compare_ranges:
                 result.memory[addr] = bytes(cpu.mem_read(addr, size))
-            if case.fresh:
-                self.dirty = True
+            if case.fresh or result.regs["eip"] != case.end:
+                self.dirty = True           # an unusual stop (HLT, branch): next case afresh
         except Exception as e:
             self.dirty = True
             result.outcome = "error"

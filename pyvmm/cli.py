@@ -1,0 +1,156 @@
+"""The `pyvmm` command.
+
+    pyvmm run GUEST [options]     boot a guest: a bundled guest's name, a guest source folder,
+                                  or a Multiboot ELF file
+    pyvmm guests                  list the bundled guests
+"""
+import argparse
+import os
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+GUESTS = Path(__file__).resolve().parent.parent / "guests"
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, no traceback."""
+
+
+def parse_size(text):
+    """'64M', '1G', '524288K', '16777216' -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t, 0)
+    except ValueError:
+        raise UsageError(f"cannot read {text!r} as a size (try 64M or 1G)") from None
+
+
+def _builder():
+    script = GUESTS / "build.py"
+    if not script.exists():
+        raise UsageError(f"the bundled guests are not here ({GUESTS} has no build.py)")
+    return runpy.run_path(str(script))
+
+
+def check_toolchain():
+    missing = [tool for tool in ("gcc", "as", "ld") if shutil.which(tool) is None]
+    if missing:
+        raise UsageError(f"building guests needs {', '.join(missing)}: install gcc and binutils "
+                         f"(Debian/Ubuntu: apt-get install gcc binutils)")
+
+
+def resolve_guest(spec, opt):
+    """The ELF file for GUEST: an ELF path as is; a folder or a bundled name, built first."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    tools = None
+    if path.is_dir():
+        check_toolchain()
+        tools = _builder()
+        if "build_folder" not in tools:
+            raise UsageError("this checkout's guests/build.py cannot build a folder")
+        try:
+            return tools["build_folder"](path, opt)
+        except tools["BuildError"] as e:
+            raise UsageError(f"building {path} failed:\n{e}") from None
+    tools = _builder()
+    if spec not in tools["guest_names"]():
+        raise UsageError(f"no guest {spec!r}: not a file, not a folder, and not a bundled guest "
+                         f"({', '.join(tools['guest_names']())})")
+    check_toolchain()
+    try:
+        return tools["build"](spec, opt)
+    except tools["BuildError"] as e:
+        raise UsageError(f"building guest {spec!r} failed:\n{e}") from None
+
+
+def cmd_run(args):
+    from .machine import PC
+    from .machine.multiboot import KernelError
+
+    elf = resolve_guest(args.guest, args.opt)
+    memory = parse_size(args.memory)
+    if args.pure:
+        from . import load_pure
+        cpu_class = load_pure().cpu.CPU
+    else:
+        from . import CPU as cpu_class
+    try:
+        pc = PC(memory=memory, console_input=sys.stdin.buffer if not sys.stdin.isatty() else None,
+                cpu_class=cpu_class)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        pc.boot_multiboot(str(elf), args.cmdline)
+    except KernelError as e:
+        raise UsageError(str(e)) from None
+    trace = None
+    if args.trace is not None:
+        trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
+    try:
+        result = pc.run(args.max_instructions, trace=trace)
+    finally:
+        if trace is not None and trace is not sys.stderr:
+            trace.close()
+    err = sys.stderr
+    if result.message:
+        err.write(f"pyvmm: {result.message}\n")
+    if not args.quiet:
+        core = "uncompiled" if args.pure else ("compiled" if _compiled() else "uncompiled")
+        err.write(f"pyvmm: {result.instructions:,} instructions in {result.seconds:.3f} s "
+                  f"({result.mips:.1f} MIPS, {core} core), exit status {result.status}\n")
+    if args.verbose and result.unclaimed_ports:
+        err.write("pyvmm: accesses to unclaimed ports (read as all ones, writes ignored):\n")
+        for (direction, port), n in sorted(result.unclaimed_ports.items(), key=lambda kv: kv[0][1]):
+            err.write(f"  {direction:>3} {port:#06x}  x{n}\n")
+    return result.status
+
+
+def _compiled():
+    from . import COMPILED
+    return COMPILED
+
+
+def cmd_guests(args):
+    tools = _builder()
+    for name in tools["guest_names"]():
+        print(f"{name:<14} {tools['describe'](name) if 'describe' in tools else ''}".rstrip())
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="pyvmm", description="An educational IA-32 machine and hypervisor.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="boot a guest kernel")
+    run.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
+    run.add_argument("--opt", choices=("O0", "O2"), default="O2", help="optimisation level to build the guest at")
+    run.add_argument("--trace", nargs="?", const="-", metavar="FILE",
+                     help="trace every instruction (capstone) and the registers it changes, to FILE or stderr")
+    run.add_argument("--max-instructions", type=int, metavar="N", help="stop after N instructions")
+    run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
+    run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
+    run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no summary line")
+    run.add_argument("--verbose", "-v", action="store_true", help="list accesses to unclaimed ports")
+    run.set_defaults(func=cmd_run)
+    guests = sub.add_parser("guests", help="list the bundled guests")
+    guests.set_defaults(func=cmd_guests)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        sys.stderr.write(f"pyvmm: {e}\n")
+        return 64
+    except KeyboardInterrupt:
+        sys.stderr.write("pyvmm: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

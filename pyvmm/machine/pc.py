@@ -1,0 +1,99 @@
+"""A PC-like machine around the CPU: RAM from address 0, COM1, the debug-exit port, the 0xE9
+debug console, and a Multiboot loader. `PC.run()` is the machine's main loop: run the CPU,
+and decide what each way of stopping means for the machine."""
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .. import CPU, ExitReason, GuestFault, UnmappedMemory
+from ..trace import Tracer
+from .devices import DebugConsole, DebugExit, UART16550
+from .multiboot import load, read_kernel
+from .portbus import PortBus
+
+DEFAULT_MEMORY = 128 << 20      # QEMU's default, so mem_upper matches what guests see there
+
+# `pyvmm run` exit statuses. A guest's own status through isa-debug-exit is (v << 1) | 1,
+# always odd; the machine's verdicts are even so the two never mix.
+STATUS_HALTED = 0
+STATUS_BUDGET = 2
+STATUS_CRASHED = 4
+
+
+@dataclass
+class RunResult:
+    reason: str                     # "exit", "halt", "budget", "triple-fault", "unmapped"
+    status: int                     # the process exit status for this outcome
+    instructions: int
+    seconds: float
+    message: str = ""
+    unclaimed_ports: dict = field(default_factory=dict)
+
+    @property
+    def mips(self):
+        return self.instructions / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+class PC:
+    def __init__(self, memory=DEFAULT_MEMORY, console=None, console_input=None, debugcon=None,
+                 cpu_class=CPU):
+        if memory < (2 << 20) or memory % 4096:
+            raise ValueError("guest memory must be at least 2 MiB and a multiple of 4 KiB")
+        self.memory_size = memory
+        self.cpu = cpu_class()
+        self.cpu.mem_map(0, memory)
+        self.ports = PortBus()
+        self.cpu.io = self.ports
+        self.uart = UART16550(console if console is not None else sys.stdout.buffer, console_input)
+        self.ports.register(self.uart, 0x3F8, 8)
+        self.debug_exit = DebugExit(self._guest_exit)
+        self.ports.register(self.debug_exit, 0xF4, 4)
+        self.debugcon = DebugConsole(debugcon if debugcon is not None else sys.stderr.buffer)
+        self.ports.register(self.debugcon, 0xE9, 1)
+        self.exit_status = None
+
+    def _guest_exit(self, status):
+        self.exit_status = status
+        self.cpu.request_exit()
+
+    def boot_multiboot(self, path, cmdline=""):
+        """Load a Multiboot ELF kernel and set the CPU up to enter it (KernelError if not)."""
+        kernel = read_kernel(path)
+        load(self.cpu, self.memory_size, kernel, cmdline)
+        return kernel
+
+    def run(self, max_instructions=None, trace=None):
+        """Run until the guest exits, halts for good, crashes or uses up the budget."""
+        cpu = self.cpu
+        start_count = cpu.icount
+        budget = start_count + max_instructions if max_instructions else (1 << 63)
+        tracer = Tracer(cpu, trace) if trace is not None else None
+        t0 = time.perf_counter()
+        try:
+            while True:
+                reason = tracer.run(budget) if tracer else ExitReason(cpu.run(budget))
+                if reason == ExitReason.REQUEST and self.exit_status is not None:
+                    return self._result("exit", self.exit_status, t0, start_count)
+                if reason == ExitReason.HLT:
+                    # Nothing can interrupt this CPU yet (no interrupt controllers), so a
+                    # HLT is the end: the guest stopped itself.
+                    why = "with interrupts disabled" if not cpu.reg_read("eflags") & 0x200 \
+                        else "and no device can wake it"
+                    return self._result("halt", STATUS_HALTED, t0, start_count,
+                                        f"the guest halted at EIP={cpu.eip:#010x} {why}")
+                if reason == ExitReason.COUNT:
+                    return self._result("budget", STATUS_BUDGET, t0, start_count,
+                                        f"stopped after {cpu.icount - start_count:,} instructions "
+                                        f"(--max-instructions) at EIP={cpu.eip:#010x}")
+                if reason == ExitReason.TRIPLE_FAULT:
+                    return self._result("triple-fault", STATUS_CRASHED, t0, start_count,
+                                        f"triple fault, machine shut down: {cpu.last_exit}")
+                if reason == ExitReason.UNMAPPED:
+                    return self._result("unmapped", STATUS_CRASHED, t0, start_count,
+                                        f"stopped: {cpu.last_exit}")
+        finally:
+            self.uart.sink.flush()
+
+    def _result(self, reason, status, t0, start_count, message=""):
+        return RunResult(reason, status, self.cpu.icount - start_count,
+                         time.perf_counter() - t0, message, dict(self.ports.unclaimed))

@@ -1,0 +1,95 @@
+"""`pyvmm run` and `pyvmm guests` as a user meets them: exit statuses, summary line,
+clear one-line errors for bad input."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pyvmm(*args, stdin=b""):
+    return subprocess.run([sys.executable, "-m", "pyvmm", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, timeout=300)
+
+
+def test_run_hello_prints_and_exits_with_the_guest_status():
+    r = pyvmm("run", "hello")
+    assert b"Hello from pyvmm guest!" in r.stdout
+    assert r.returncode == 1                         # exit(0) through isa-debug-exit
+    assert b"instructions in" in r.stderr and b"MIPS" in r.stderr
+
+
+def test_quiet_has_no_summary():
+    r = pyvmm("run", "hello", "--quiet")
+    assert r.returncode == 1 and b"MIPS" not in r.stderr
+
+
+def test_cmdline_reaches_the_guest():
+    r = pyvmm("run", "hello", "--cmdline", "answer=42", "-q")
+    assert b"answer=42" in r.stdout
+
+
+def test_guests_lists_the_bundled_guests():
+    r = pyvmm("guests")
+    assert r.returncode == 0
+    names = r.stdout.decode().split()
+    assert "hello" in names and "compute" in names
+
+
+def test_max_instructions_stops_the_guest():
+    r = pyvmm("run", "compute", "--max-instructions", "1000")
+    assert r.returncode == 2 and b"stopped after 1,000 instructions" in r.stderr
+
+
+def test_trace_shows_disassembly_and_changed_registers(tmp_path):
+    trace = tmp_path / "trace.txt"
+    r = pyvmm("run", "hello", "--trace", str(trace), "--max-instructions", "50", "-q")
+    lines = trace.read_text().splitlines()
+    assert len(lines) == 50
+    assert any("mov" in line and "esp=" in line for line in lines)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an elf at all", b"not an ELF file"),
+    (b"\x7fELF" + bytes(60), b"no Multiboot header"),
+])
+def test_bad_kernel_files_are_refused_in_one_line(tmp_path, content, message):
+    bad = tmp_path / "bad.elf"
+    bad.write_bytes(content)
+    r = pyvmm("run", str(bad))
+    assert r.returncode == 64
+    assert message in r.stderr and b"Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_too_little_memory_is_refused():
+    r = pyvmm("run", "hello", "--memory", "1M")
+    assert r.returncode == 64 and b"at least 2 MiB" in r.stderr
+
+
+def test_kernel_that_does_not_fit_is_refused(tmp_path):
+    # hello's program headers, with the memory size of its last segment made enormous
+    import runpy
+    import struct
+
+    from elftools.elf.elffile import ELFFile
+    elf = runpy.run_path(str(ROOT / "guests" / "build.py"))["build"]("hello", "O2")
+    data = bytearray(Path(elf).read_bytes())
+    with open(elf, "rb") as f:
+        e = ELFFile(f)
+        phoff, phentsize = e["e_phoff"], e["e_phentsize"]
+        last = max(i for i, seg in enumerate(e.iter_segments()) if seg["p_type"] == "PT_LOAD")
+    struct.pack_into("<I", data, phoff + last * phentsize + 20, 64 << 20)     # p_memsz
+    big = tmp_path / "big.elf"
+    big.write_bytes(bytes(data))
+    r = pyvmm("run", str(big), "--memory", "16M")
+    assert r.returncode == 64
+    assert b"guest RAM ends at" in r.stderr and b"--memory" in r.stderr
+
+
+def test_unknown_guest_is_refused():
+    r = pyvmm("run", "no-such-guest")
+    assert r.returncode == 64 and b"no guest 'no-such-guest'" in r.stderr

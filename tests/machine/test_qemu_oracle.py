@@ -1,0 +1,49 @@
+"""Every bundled guest, at -O0 and -O2, must print the same serial output and end with the
+same exit status on pyvmm as on QEMU (`qemu-system-i386 -kernel`), the whole-machine oracle."""
+import io
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pyvmm.machine import PC
+
+GUESTS = Path(__file__).resolve().parents[2] / "guests"
+BUILD = runpy.run_path(str(GUESTS / "build.py"))
+QEMU = shutil.which("qemu-system-i386")
+QEMU_COMMAND = ["-nodefaults", "-display", "none", "-serial", "stdio",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+# Guests whose output depends on the machine by design are compared in their own tests.
+GUEST_NAMES = [n for n in BUILD["guest_names"]() if n != "template"]
+
+
+def relative(elf):
+    """The kernel path as both machines get it (it is the first word of the command line)."""
+    return str(Path(elf).resolve().relative_to(Path.cwd())) if Path(elf).resolve().is_relative_to(Path.cwd()) else str(elf)
+
+
+def run_qemu(elf):
+    r = subprocess.run([QEMU, *QEMU_COMMAND, "-kernel", elf], capture_output=True, timeout=120)
+    return r.stdout, r.returncode
+
+
+def run_pyvmm(elf):
+    out = io.BytesIO()
+    pc = PC(console=out, debugcon=io.BytesIO())
+    pc.boot_multiboot(elf)
+    result = pc.run(max_instructions=2_000_000_000)
+    return out.getvalue(), result.status, result
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
+@pytest.mark.parametrize("opt", ["O0", "O2"])
+@pytest.mark.parametrize("name", GUEST_NAMES)
+def test_guest_matches_qemu(name, opt):
+    elf = relative(BUILD["build"](name, opt))
+    expected, expected_status = run_qemu(elf)
+    output, status, result = run_pyvmm(elf)
+    assert output.decode(errors="replace") == expected.decode(errors="replace"), result.message
+    assert status == expected_status, result.message
+    assert result.reason == "exit"
