@@ -5,6 +5,8 @@ from pyvmm._core.memory cimport PhysicalMemory
 from libc.stdint cimport int64_t
 
 cdef unsigned int MASK32, SIGN32, MASK16, ARITH_FLAGS, POPF_MASK
+cdef unsigned long long NO_UNTIL
+cdef unsigned int KEEP_HIGH16, KEEP_HIGH24, KEEP_NOT_AH, TOP_BYTE
 cdef unsigned int F_CF, F_PF, F_AF, F_ZF, F_SF, F_TF, F_IF, F_DF, F_OF, F_IOPL, F_NT, F_RF, F_VM
 cdef int CC_EAGER, CC_ADD, CC_ADC, CC_SUB, CC_SBB, CC_LOGIC, CC_INC, CC_DEC
 cdef int ES, CS, SS, DS, FS, GS
@@ -77,12 +79,11 @@ cdef class CPU:
     cdef public unsigned int exception_intercept   # bitmap: vectors that stop the run instead
     cdef public object last_exit         # detail of the last exit (fault, ...)
     cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
-    cdef unsigned int until
+    cdef unsigned long long until       # stop when EIP equals it (NO_UNTIL: never)
     cdef int exit_request
 
     cdef public unsigned int ldtr_sel, ldtr_base, ldtr_limit
     cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
-    cdef public bint use_until
     cdef int soft_vector                 # INT n/INT3/INTO being delivered, else -1
     cdef bint entered_handler            # an interrupt or exception handler was entered
     cdef public unsigned int dr6         # debug status (BS: single-step)
@@ -113,8 +114,7 @@ cdef class CPU:
     cdef bint cond_slow(self, int cc) noexcept
 
     # -- decode ---------------------------------------------------------------------------
-    @cython.locals(idx=cython.uint, ln=cython.uint)
-    cdef bint decode_cached(self, unsigned int lin) noexcept
+    cdef bint in_cs_limit(self, unsigned int length) noexcept
     cdef void decode_insert(self, unsigned int lin) noexcept
     cdef inline int decode(self) except -1
     @cython.locals(size=cython.int)

@@ -29,6 +29,13 @@ from .memory import PhysicalMemory
 MASK32 = 0xFFFFFFFF
 SIGN32 = 0x80000000
 MASK16 = 0xFFFF
+NO_UNTIL = 1 << 32           # `until` when no harness stop address is set: no EIP equals it
+# Masks above 0x7FFFFFFF must be typed constants (cpu.pxd): as literals Cython would do the
+# arithmetic around them on Python ints.
+KEEP_HIGH16 = 0xFFFF0000     # what writing a 16-bit register (or SP, BP) leaves alone
+KEEP_HIGH24 = 0xFFFFFF00     # ... an 8-bit low register (AL, CL, DL, BL)
+KEEP_NOT_AH = 0xFFFF00FF     # ... an 8-bit high register (AH, CH, DH, BH)
+TOP_BYTE = 0xFF000000
 ARITH_FLAGS = 0x8D5          # OF SF ZF AF PF CF
 # POPF at CPL 0 may change CF PF AF ZF SF TF IF DF OF IOPL NT AC ID (not RF, VM, VIF, VIP).
 POPF_MASK = 0x247FD5
@@ -230,10 +237,10 @@ class CPU:
         self.icount = 0
         self.halted = False
         self.exit_request = 0
+        self.until = NO_UNTIL
         self.soft_vector = -1
         self.entered_handler = False
         self.dr6 = 0xFFFF0FF0
-        self.until = 0
         self.fetch_page = 0
         self.fetch_frame = 0
         self.fetch_ppage = 0
@@ -250,7 +257,6 @@ class CPU:
         self.fetch_fast = False
         self.fetch_base = 0
         self.d_lo = self.d_hi = self.d_addr = 0
-        self.use_until = False
 
     # ------------------------------------------------------------------------------------
     # Harness API (Unicorn's names)
@@ -328,7 +334,7 @@ class CPU:
         Raises GuestFault/TripleFault for an exception the guest cannot handle and
         UnmappedMemory for an access to unmapped guest-physical memory."""
         self.eip = begin & MASK32
-        self.until = until & MASK32
+        self.until = until & MASK32         # for this run only (see run_until)
         self.exit_request = 0
         budget = self.icount + count if count else 0xFFFFFFFFFFFFFFFF
         reason = self.run_until(budget)
@@ -338,18 +344,16 @@ class CPU:
 
     def step(self):
         """Execute exactly one instruction (or one iteration of a REP string instruction)."""
-        self.until = (self.eip - 1) & MASK32     # never reached within one instruction
         reason = self.run_until(self.icount + 1)
         if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
             raise self.last_exit
         return ExitReason(reason)
 
     def run_until(self, budget):
-        self.use_until = True
         try:
             return self.run(budget)
         finally:
-            self.use_until = False
+            self.until = NO_UNTIL
 
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
@@ -517,11 +521,11 @@ class CPU:
         if size == 4:
             self.regs[r] = v & MASK32
         elif size == 2:
-            self.regs[r] = (self.regs[r] & 0xFFFF0000) | (v & 0xFFFF)
+            self.regs[r] = (self.regs[r] & KEEP_HIGH16) | (v & 0xFFFF)
         elif r < 4:
-            self.regs[r] = (self.regs[r] & 0xFFFFFF00) | (v & 0xFF)
+            self.regs[r] = (self.regs[r] & KEEP_HIGH24) | (v & 0xFF)
         else:
-            self.regs[r - 4] = (self.regs[r - 4] & 0xFFFF00FF) | ((v & 0xFF) << 8)
+            self.regs[r - 4] = (self.regs[r - 4] & KEEP_NOT_AH) | ((v & 0xFF) << 8)
 
     def flag_cf(self):
         op: cython.int = self.cc_op
@@ -637,22 +641,6 @@ class CPU:
     # ------------------------------------------------------------------------------------
     # Decoder: prefixes, opcode, ModRM/SIB, displacement, immediates (SDM Vol. 2 ch. 2)
     # ------------------------------------------------------------------------------------
-    def decode_cached(self, lin):
-        """Take the decoded instruction at `lin` from the decode cache, if still valid."""
-        idx = lin & 4095
-        if self.dcache[idx].tag != lin or self.dcache[idx].ppage != self.fetch_ppage or \
-                self.dcache[idx].gen != self.mem.page_gen[self.fetch_ppage] or \
-                self.dcache[idx].code32 != self.code32:
-            return False
-        if not self.cs_flat:
-            ln = self.dcache[idx].len
-            if self.eip < self.seg_lo[CS] or self.eip > self.seg_hi[CS] or \
-                    self.seg_hi[CS] - self.eip < ln - 1:
-                return False
-        self.cur = self.dcache[idx]
-        self.eip = (self.eip + self.cur.len) & MASK32
-        return True
-
     def decode_insert(self, lin):
         """Remember the instruction just decoded; a write to its page invalidates it."""
         self.cur.tag = lin
@@ -663,13 +651,25 @@ class CPU:
         self.dcache[lin & 4095] = self.cur
 
     def decode(self):
-        """Decode the instruction at CS:EIP into `cur`: from the decode cache when it holds a
-        valid copy (the common case, kept small), else byte by byte."""
+        """Decode the instruction at CS:EIP into `cur`: a copy from the decode cache when it
+        holds a valid one (the common case, kept small), else byte by byte."""
         lin: cython.uint = (self.seg_base[CS] + self.eip) & MASK32
+        idx: cython.uint = lin & 4095
         self.i_start = self.eip
-        if (lin >> 12) + 1 == self.fetch_page and self.decode_cached(lin):
+        if self.dcache[idx].tag == lin and (lin >> 12) + 1 == self.fetch_page and \
+                self.dcache[idx].ppage == self.fetch_ppage and \
+                self.dcache[idx].gen == self.mem.page_gen[self.fetch_ppage] and \
+                self.dcache[idx].code32 == self.code32 and \
+                (self.cs_flat or self.in_cs_limit(self.dcache[idx].len)):
+            self.cur = self.dcache[idx]
+            self.eip = (self.eip + self.cur.len) & MASK32
             return 0
         return self.decode_bytes(lin)
+
+    def in_cs_limit(self, length):
+        """Whether the `length` bytes at CS:EIP are all inside the code segment."""
+        return self.eip >= self.seg_lo[CS] and self.eip <= self.seg_hi[CS] and \
+            self.seg_hi[CS] - self.eip >= length - 1
 
     def decode_bytes(self, lin):
         b: cython.int
@@ -865,7 +865,7 @@ class CPU:
         else:
             sp = (self.regs[4] - size) & 0xFFFF
             self.write(SS, sp, size, v)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | sp
+            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | sp
         return 0
 
     def pop(self, size):
@@ -878,7 +878,7 @@ class CPU:
         else:
             sp = self.regs[4] & 0xFFFF
             v = self.read(SS, sp, size)
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((sp + size) & 0xFFFF)
+            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | ((sp + size) & 0xFFFF)
         return v
 
     # ------------------------------------------------------------------------------------
@@ -996,7 +996,7 @@ class CPU:
             if self.stack32:
                 self.regs[4] = (self.regs[4] + self.cur.imm) & MASK32
             else:
-                self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + self.cur.imm) & 0xFFFF)
+                self.regs[4] = (self.regs[4] & KEEP_HIGH16) | ((self.regs[4] + self.cur.imm) & 0xFFFF)
         else:
             return self.execute_other(op)
         return 0
@@ -1081,7 +1081,7 @@ class CPU:
             if self.stack32:
                 self.regs[4] = self.regs[5]
             else:
-                self.regs[4] = (self.regs[4] & 0xFFFF0000) | (self.regs[5] & 0xFFFF)
+                self.regs[4] = (self.regs[4] & KEEP_HIGH16) | (self.regs[5] & 0xFFFF)
             v = self.pop(osz)
             self.set_reg(osz, 5, v)
         elif op == 0x98:                                # CBW / CWDE
@@ -1859,7 +1859,7 @@ class CPU:
         if osz == 4:
             self.regs[5] = frame
         else:
-            self.regs[5] = (self.regs[5] & 0xFFFF0000) | (frame & 0xFFFF)
+            self.regs[5] = (self.regs[5] & KEEP_HIGH16) | (frame & 0xFFFF)
         self.regs[4] = (self.regs[4] & ~spmask) | ((self.regs[4] - alloc) & spmask)
         return 0
 
@@ -1940,7 +1940,7 @@ class CPU:
         if hi & 0x800000:                               # G: 4 KiB granularity
             limit = (limit << 12) | 0xFFF
         self.seg_sel[seg] = sel & 0xFFFF
-        self.seg_base[seg] = ((lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)) & MASK32
+        self.seg_base[seg] = ((lo >> 16) | ((hi & 0xFF) << 16) | (hi & TOP_BYTE)) & MASK32
         self.seg_limit[seg] = limit
         self.seg_attr[seg] = hi & 0x00F0FF00
         present: cython.int = 1 if hi & 0x8000 else 0
@@ -2098,7 +2098,7 @@ class CPU:
         if self.stack32:
             self.regs[4] = (self.regs[4] + extra) & MASK32
         else:
-            self.regs[4] = (self.regs[4] & 0xFFFF0000) | ((self.regs[4] + extra) & 0xFFFF)
+            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | ((self.regs[4] + extra) & 0xFFFF)
         return 0
 
     def iret(self, opsize):
@@ -2166,7 +2166,7 @@ class CPU:
         if not hi & 0x8000:
             self.fault(NP, idx | 2 | ext)
         sel = lo >> 16
-        offset = (hi & 0xFFFF0000) | (lo & 0xFFFF) if typ >= 0xE else lo & 0xFFFF
+        offset = (hi & KEEP_HIGH16) | (lo & 0xFFFF) if typ >= 0xE else lo & 0xFFFF
         psize = 4 if typ >= 0xE else 2
         if (sel & 0xFFFC) == 0:
             self.fault(GP, ext)
@@ -2272,7 +2272,7 @@ class CPU:
     # ------------------------------------------------------------------------------------
     def run_inner(self, limit):
         while self.icount < limit:
-            if self.use_until and self.eip == self.until:
+            if self.eip == self.until:
                 return EXIT_UNTIL
             self.i_esp = self.regs[4]
             tf = self.eflags & F_TF

@@ -20,16 +20,27 @@ Unicorn pitfalls handled here (measured with Unicorn 2.1.4):
     executed, `ctl_remove_cache` must be called, which `run` does for every region;
   * after an exception reported through UC_HOOK_INTR, QEMU's `old_exception` state is
     never cleared, so the NEXT exception is escalated (#DE -> #DF -> silent shutdown):
-    a Uc that has seen any exception, or that ran a system/segment instruction, is thrown
-    away and a fresh one (~0.6 ms) is made for the next case;
+    a Uc that has seen any exception, or ran a segment/system instruction, or stopped
+    anywhere but `until`, is thrown away and a fresh one (~0.6 ms) made for the next case;
   * #UD is not delivered to UC_HOOK_INTR but raised as UC_ERR_INSN_INVALID: mapped here
     to exception vector 6;
+  * with count=1 Unicorn translates the branch target before stopping, so a branch to
+    unmapped memory ends in UC_ERR_FETCH_UNMAPPED although the branch completed: that is
+    treated as a clean stop (pyvmm, like hardware, fetches only what it executes);
   * a REP string instruction is one "instruction" per iteration for `count=`: cases
-    that count instructions (branches) never use REP, the others stop at `until`.
-  * Unicorn does not check segment limits or null data selectors, and accepts LOCK in
-    front of non-lockable instructions (`lock mov` runs): cases are built so neither
-    matters (single instructions; LOCK only where the SDM allows it, or with a register
-    destination, which Unicorn rejects as #UD too).
+    that count instructions (branches) never use REP, the others stop at `until`;
+  * emu_start costs ~4 us plus ~20 us for rewriting 128 KiB and removing the cache.
+
+Where Unicorn disagrees with the Intel SDM, exactly one of three narrow, documented
+mechanisms applies (never a blanket mask):
+  KNOWN_DEVIATIONS  EFLAGS bits ignored for one mnemonic/operand form under a condition;
+  ALIASES           encodings Unicorn lacks (F6/F7 /1): Unicorn runs the canonical twin;
+  UNICORN_LIMITS    inputs the templates never generate (Unicorn crashes, or is wrong in a
+                    way no flag mask can express); tests/core/test_harness_api.py checks
+                    pyvmm on each of them against the SDM instead. Two of them are also
+                    recognised by compare(): an access crossing the 4 GiB limit (#GP on
+                    pyvmm, a wrapped/unmapped access on Unicorn) and the order of CMPS's
+                    two reads when both are unmapped.
 
 State after an `unmapped` stop is not architectural on either side (the access stops the
 harness in the middle of the instruction), so for that outcome only the outcome and the
@@ -37,7 +48,7 @@ address are compared, the address at page granularity (Unicorn names the first b
 access, pyvmm may name another byte of it).
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 STATE_REGS = GPRS + ("eip", "eflags")
