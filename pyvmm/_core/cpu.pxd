@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t
 
 cdef unsigned int MASK32, SIGN32, MASK16, ARITH_FLAGS, POPF_MASK
 cdef unsigned long long NO_UNTIL
+cdef bint HOST_LITTLE_ENDIAN
 cdef unsigned int KEEP_HIGH16, KEEP_HIGH24, KEEP_NOT_AH, TOP_BYTE
 cdef unsigned int F_CF, F_PF, F_AF, F_ZF, F_SF, F_TF, F_IF, F_DF, F_OF, F_IOPL, F_NT, F_RF, F_VM
 cdef int CC_EAGER, CC_ADD, CC_ADC, CC_SUB, CC_SBB, CC_LOGIC, CC_INC, CC_DEC

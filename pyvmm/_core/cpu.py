@@ -18,6 +18,8 @@ Flags are lazy (as in QEMU and Bochs): arithmetic records its operands and resul
 when something reads them. Instructions with irregular flags (shifts, BCD, MUL, ...)
 store them eagerly (cc_op = CC_EAGER).
 """
+import sys
+
 import cython
 
 from .exits import ExitReason
@@ -29,6 +31,7 @@ from .memory import PhysicalMemory
 MASK32 = 0xFFFFFFFF
 SIGN32 = 0x80000000
 MASK16 = 0xFFFF
+HOST_LITTLE_ENDIAN = sys.byteorder == "little"
 NO_UNTIL = 1 << 32           # `until` when no harness stop address is set: no EIP equals it
 # Masks above 0x7FFFFFFF must be typed constants (cpu.pxd): as literals Cython would do the
 # arithmetic around them on Python ints.
@@ -413,13 +416,18 @@ class CPU:
         v: cython.uint
         if frame >= 0 and off <= 4096 - size:
             o = (frame << 12) | off
+            if size == 1:
+                return self.mem.ram[o]
+            if cython.compiled and HOST_LITTLE_ENDIAN:
+                # one load: the host is little-endian, like the guest
+                if size == 4:
+                    return cython.cast(cython.p_uint, cython.address(self.mem.ram[o]))[0]
+                return cython.cast(cython.p_ushort, cython.address(self.mem.ram[o]))[0]
             if size == 4:
                 v = self.mem.ram[o + 3]
                 v = (v << 8) | self.mem.ram[o + 2]
                 v = (v << 8) | self.mem.ram[o + 1]
                 return (v << 8) | self.mem.ram[o]
-            if size == 1:
-                return self.mem.ram[o]
             v = self.mem.ram[o + 1]
             return (v << 8) | self.mem.ram[o]
         # Unmapped, or the access crosses into the next page: byte by byte.
@@ -440,8 +448,15 @@ class CPU:
             if self.mem.code_chunks[pa >> 12] & chunk_bits(off, size):
                 self.mem.code_written(pa >> 12)     # self-modifying code
             o = (frame << 12) | off
-            self.mem.ram[o] = value & 0xFF
-            if size >= 2:
+            if size == 1:
+                self.mem.ram[o] = value & 0xFF
+            elif cython.compiled and HOST_LITTLE_ENDIAN:
+                if size == 4:
+                    cython.cast(cython.p_uint, cython.address(self.mem.ram[o]))[0] = value
+                else:
+                    cython.cast(cython.p_ushort, cython.address(self.mem.ram[o]))[0] = value & 0xFFFF
+            else:
+                self.mem.ram[o] = value & 0xFF
                 self.mem.ram[o + 1] = (value >> 8) & 0xFF
                 if size == 4:
                     self.mem.ram[o + 2] = (value >> 16) & 0xFF

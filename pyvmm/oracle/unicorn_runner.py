@@ -44,8 +44,8 @@ mechanisms applies (never a blanket mask):
 
 State after an `unmapped` stop is not architectural on either side (the access stops the
 harness in the middle of the instruction), so for that outcome only the outcome and the
-address are compared, the address at page granularity (Unicorn names the first byte of the
-access, pyvmm may name another byte of it).
+address are compared, the address to within 8 bytes (Unicorn names the first byte of the
+access, pyvmm may name another byte of it, e.g. its last).
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -540,13 +540,13 @@ def compare(case, a, b, deviations=None, check_length=True):
         if "error" in (a.outcome, b.outcome) or a.outcome == "unmapped" or b.outcome == "unmapped":
             return diffs
     if a.outcome == "unmapped" and b.outcome == "unmapped":
-        # page granularity: Unicorn names the access's first byte, pyvmm may name another
-        # byte of the same access (e.g. its last); both must at least agree on the page
+        # Unicorn names the access's first byte, pyvmm may name another byte of the same
+        # access (its last): they must be less than 8 bytes (the widest access) apart.
         # CMPS reads two operands in an order the SDM does not define: when both are
-        # unmapped, either may be reported
+        # unmapped, either may be reported.
         two_reads = case.insn is not None and case.insn.mnemonic == "cmps"
-        if a.address is not None and b.address is not None and a.address >> 12 != b.address >> 12 \
-                and not two_reads:
+        if a.address is not None and b.address is not None and not two_reads \
+                and min((a.address - b.address) & 0xFFFFFFFF, (b.address - a.address) & 0xFFFFFFFF) >= 8:
             diffs.append(Diff("unmapped address", f"{a.address:#x}", f"{b.address:#x}"))
         return diffs
     if check_length:
