@@ -2262,6 +2262,9 @@ class CPU:
                     first, err = chain[0]
                     self.last_exit = TripleFault(first, err, root_eip, chain, self.instruction_bytes(),
                                                  "the guest has no usable handler (triple fault)")
+                    # The processor is shut down; EIP is left where the first exception
+                    # would have returned to, as the report says.
+                    self.eip = root_eip
                     return EXIT_TRIPLE_FAULT
                 if (vector in CONTRIBUTORY and f.vector in CONTRIBUTORY) or \
                         (vector == PF and (f.vector == PF or f.vector in CONTRIBUTORY)):
