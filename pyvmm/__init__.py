@@ -11,8 +11,8 @@ The harness API (`CPU`) follows Unicorn's names where they overlap, so one test 
 """
 from ._core import COMPILED, load_pure
 from ._core.cpu import CPU
-from ._core.faults import GuestFault, TripleFault
+from ._core.faults import GuestFault, TripleFault, Unsupported
 from ._core.exits import ExitReason
 from ._core.faults import UnmappedMemory
 
-__all__ = ["CPU", "COMPILED", "ExitReason", "GuestFault", "TripleFault", "UnmappedMemory", "load_pure"]
+__all__ = ["CPU", "COMPILED", "ExitReason", "GuestFault", "TripleFault", "UnmappedMemory", "Unsupported", "load_pure"]

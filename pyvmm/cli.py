@@ -95,6 +95,12 @@ def cmd_run(args):
         trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
     try:
         result = pc.run(args.max_instructions, trace=trace)
+    except BrokenPipeError:
+        # Whoever read the guest's console has gone (`pyvmm run ... | head`): stop quietly,
+        # as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     finally:
         if trace is not None and trace is not sys.stderr:
             trace.close()

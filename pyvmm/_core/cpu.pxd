@@ -5,15 +5,18 @@ from pyvmm._core.memory cimport PhysicalMemory
 from libc.stdint cimport int64_t
 
 cdef unsigned int MASK32, SIGN32, MASK16, ARITH_FLAGS, POPF_MASK
-cdef unsigned long long NO_UNTIL
+cdef unsigned long long NO_UNTIL, SIGN64
 cdef bint HOST_LITTLE_ENDIAN
-cdef unsigned int KEEP_HIGH16, KEEP_HIGH24, KEEP_NOT_AH, TOP_BYTE
+cdef unsigned int KEEP_HIGH16, KEEP_HIGH24, KEEP_NOT_AH, TOP_BYTE, PAGE_FRAME, LARGE_FRAME
+cdef unsigned int PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G
+cdef unsigned int CR0_PE, CR0_TS, CR0_WP, CR0_PG, CR4_TSD, CR4_DE, CR4_PSE, CR4_PGE
 cdef unsigned int F_CF, F_PF, F_AF, F_ZF, F_SF, F_TF, F_IF, F_DF, F_OF, F_IOPL, F_NT, F_RF, F_VM
 cdef int CC_EAGER, CC_ADD, CC_ADC, CC_SUB, CC_SBB, CC_LOGIC, CC_INC, CC_DEC
 cdef int ES, CS, SS, DS, FS, GS
 cdef int DEC_IMM_MASK, DEC_MODRM, DEC_VALID, DEC_MEMONLY, DEC_LOCK
 cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
 cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
+cdef int EXIT_UNSUPPORTED
 cdef int DE, DB, BP, OF_, UD, DF_, TS, NP, SS_, GP, PF
 
 # One decoded instruction (the decoder's output; the decode cache holds copies).
@@ -45,6 +48,12 @@ cdef class CPU:
     cdef unsigned char seg_wr[6]         # usable for writes
     cdef public unsigned int gdtr_base, gdtr_limit, idtr_base, idtr_limit
     cdef public unsigned int cr0, cr2, cr3, cr4
+    cdef public unsigned int dr0, dr1, dr2, dr3, dr7
+    cdef public bint paging               # CR0.PG, cached for the memory path
+    # Software TLB: direct-mapped, 256 entries, for linear page -> physical page
+    cdef unsigned int tlb_lin[256]        # linear page number + 1 (0: empty)
+    cdef unsigned int tlb_phys[256]       # physical page number
+    cdef unsigned int tlb_flags[256]      # effective R/W, U/S; D already set; G
     cdef public int cpl
     cdef bint code32                     # CS.D: default operand and address size 32
     cdef bint cs_flat                    # CS covers 4 GiB from 0: fetches need no limit check
@@ -100,6 +109,17 @@ cdef class CPU:
     cdef inline int64_t read(self, int seg, unsigned int off, int size) except -1
     cdef inline int write(self, int seg, unsigned int off, int size, unsigned int value) except -1
     cdef int fetch8(self) except -1
+    @cython.locals(first=cython.uint, second=cython.uint, v=cython.uint, n=cython.int, i=cython.int)
+    cdef int64_t lin_read_split(self, unsigned int lin, int size) except -1
+    @cython.locals(first=cython.uint, second=cython.uint, n=cython.int, i=cython.int)
+    cdef int lin_write_split(self, unsigned int lin, int size, unsigned int value) except -1
+    cdef int64_t translate(self, unsigned int lin, bint write) except -1
+    @cython.locals(new=cython.uint, new_pte=cython.uint)
+    cdef int64_t page_walk(self, unsigned int lin, bint write, bint fetch) except -1
+    cdef bint access_ok(self, unsigned int rights, bint write, bint user) noexcept
+    cdef int page_fault(self, unsigned int lin, unsigned int err) except -1
+    cdef void flush_tlb(self, bint keep_global) noexcept
+    cdef void invlpg(self, unsigned int lin) noexcept
 
     # -- registers and flags --------------------------------------------------------------
     cdef inline unsigned int get_reg(self, int size, int r) noexcept
@@ -163,8 +183,12 @@ cdef class CPU:
     cdef int port_out(self, unsigned int port, int size, unsigned int value) except -1
     cdef int exec_io(self, int op) except -1
     cdef int exec_enter(self) except -1
+    @cython.locals(v=cython.uint)
     cdef int exec_system_0f01(self) except -1
     cdef int exec_cpuid(self) except -1
+    @cython.locals(n=cython.int, v=cython.uint)
+    cdef int exec_mov_control(self, int op) except -1
+    cdef int write_cr0(self, unsigned int v) except -1
     cdef int jump_near(self, unsigned int target) except -1
 
     # -- segments and descriptor tables --------------------------------------------------------

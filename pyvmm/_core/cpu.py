@@ -24,7 +24,7 @@ import cython
 
 from .exits import ExitReason
 from .faults import (EXCEPTION_NAMES, CPUFault, ExceptionExit, GuestFault, TripleFault,
-                     UnmappedMemory, instruction_length)
+                     UnmappedMemory, Unsupported, instruction_length)
 from .isa import decoder_table
 from .memory import PhysicalMemory
 
@@ -32,16 +32,36 @@ MASK32 = 0xFFFFFFFF
 SIGN32 = 0x80000000
 MASK16 = 0xFFFF
 HOST_LITTLE_ENDIAN = sys.byteorder == "little"
-NO_UNTIL = 1 << 32           # `until` when no harness stop address is set: no EIP equals it
+NO_UNTIL = 1 << 32
+SIGN64 = 1 << 63           # `until` when no harness stop address is set: no EIP equals it
 # Masks above 0x7FFFFFFF must be typed constants (cpu.pxd): as literals Cython would do the
 # arithmetic around them on Python ints.
 KEEP_HIGH16 = 0xFFFF0000     # what writing a 16-bit register (or SP, BP) leaves alone
 KEEP_HIGH24 = 0xFFFFFF00     # ... an 8-bit low register (AL, CL, DL, BL)
 KEEP_NOT_AH = 0xFFFF00FF     # ... an 8-bit high register (AH, CH, DH, BH)
 TOP_BYTE = 0xFF000000
+PAGE_FRAME = 0xFFFFF000      # page-aligned part of an address or a page-table entry
+LARGE_FRAME = 0xFFC00000     # 4 MiB-aligned part
 ARITH_FLAGS = 0x8D5          # OF SF ZF AF PF CF
 # POPF at CPL 0 may change CF PF AF ZF SF TF IF DF OF IOPL NT AC ID (not RF, VM, VIF, VIP).
 POPF_MASK = 0x247FD5
+
+# Page-table entry bits and control-register bits used by the MMU
+PTE_P = 0x1
+PTE_RW = 0x2
+PTE_US = 0x4
+PTE_A = 0x20
+PTE_D = 0x40
+PTE_PS = 0x80
+PTE_G = 0x100
+CR0_PE = 0x1
+CR0_TS = 0x8
+CR0_WP = 0x10000
+CR0_PG = SIGN32
+CR4_TSD = 0x4
+CR4_DE = 0x8
+CR4_PSE = 0x10
+CR4_PGE = 0x80
 
 # EFLAGS bits
 F_CF = 0x1
@@ -100,6 +120,7 @@ EXIT_EXCEPTION = ExitReason.EXCEPTION
 EXIT_TRIPLE_FAULT = ExitReason.TRIPLE_FAULT
 EXIT_UNMAPPED = ExitReason.UNMAPPED
 EXIT_REQUEST = ExitReason.REQUEST
+EXIT_UNSUPPORTED = ExitReason.UNSUPPORTED
 
 # Exception vectors
 DE = 0
@@ -201,6 +222,9 @@ class CPU:
             self.seg_rd = [0] * 6
             self.seg_wr = [0] * 6
             self.dec_table = [0] * 4096
+            self.tlb_lin = [0] * 256
+            self.tlb_phys = [0] * 256
+            self.tlb_flags = [0] * 256
             self.dcache = [DecodedInstruction() for _ in range(4096)]
             self.cur = DecodedInstruction()
         table = decoder_table()
@@ -235,6 +259,9 @@ class CPU:
         self.ldtr_sel = self.ldtr_base = self.ldtr_limit = 0
         self.idtr_base = self.idtr_limit = 0
         self.cr0 = 0x00000011          # PE, ET
+        self.paging = False
+        self.dr0 = self.dr1 = self.dr2 = self.dr3 = 0
+        self.dr7 = 0x400
         self.cr2 = self.cr3 = self.cr4 = 0
         self.cpl = 0
         self.icount = 0
@@ -247,6 +274,10 @@ class CPU:
         self.fetch_page = 0
         self.fetch_frame = 0
         self.fetch_ppage = 0
+        for i in range(256):
+            self.tlb_lin[i] = 0
+            self.tlb_phys[i] = 0
+            self.tlb_flags[i] = 0
         self.flush_decode_cache()
         self.decode_misses = 0
         self.i_start = self.i_esp = 0
@@ -318,9 +349,11 @@ class CPU:
             except CPUFault as f:
                 raise ValueError(f"loading {name}={value:#06x} raises "
                                  f"{EXCEPTION_NAMES.get(f.vector)}({f.error_code:#x})") from None
-        elif name in ("cr0", "cr2", "cr3", "cr4"):
+        elif name == "cr0":
+            self.write_cr0(value)
+        elif name in ("cr2", "cr3", "cr4"):
             setattr(self, name, value)
-            self.fetch_page = 0
+            self.flush_tlb(False)
         elif name in ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit"):
             setattr(self, name, value)
         else:
@@ -341,14 +374,14 @@ class CPU:
         self.exit_request = 0
         budget = self.icount + count if count else 0xFFFFFFFFFFFFFFFF
         reason = self.run_until(budget)
-        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
+        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_UNSUPPORTED):
             raise self.last_exit
         return ExitReason(reason)
 
     def step(self):
         """Execute exactly one instruction (or one iteration of a REP string instruction)."""
         reason = self.run_until(self.icount + 1)
-        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED):
+        if reason in (EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_UNSUPPORTED):
             raise self.last_exit
         return ExitReason(reason)
 
@@ -474,12 +507,139 @@ class CPU:
         return 0
 
     def lin_read(self, lin, size):
-        # Linear -> physical: identity while CR0.PG is clear. Paging (a TLB, then the
-        # two-level walk) plugs in here.
-        return self.phys_read(lin, size)
+        """Read at a linear address: identity while CR0.PG is clear, else through the TLB."""
+        if not self.paging:
+            return self.phys_read(lin, size)
+        if (lin & 0xFFF) <= 4096 - size:
+            return self.phys_read(self.translate(lin, False), size)
+        return self.lin_read_split(lin, size)
 
     def lin_write(self, lin, size, value):
-        return self.phys_write(lin, size, value)
+        if not self.paging:
+            return self.phys_write(lin, size, value)
+        if (lin & 0xFFF) <= 4096 - size:
+            return self.phys_write(self.translate(lin, True), size, value)
+        return self.lin_write_split(lin, size, value)
+
+    def lin_read_split(self, lin, size):
+        """An access that crosses into the next page: both pages are translated (and may
+        fault) before anything is read."""
+        first: cython.uint = self.translate(lin, False)
+        second: cython.uint = self.translate((lin + size - 1) & MASK32, False) & PAGE_FRAME
+        v: cython.uint = 0
+        i: cython.int
+        n: cython.int = 4096 - (lin & 0xFFF)          # bytes on the first page
+        for i in range(size - 1, -1, -1):
+            if i < n:
+                v = (v << 8) | self.phys_read((first + i) & MASK32, 1)
+            else:
+                v = (v << 8) | self.phys_read(second + (i - n), 1)
+        return v
+
+    def lin_write_split(self, lin, size, value):
+        first: cython.uint = self.translate(lin, True)
+        second: cython.uint = self.translate((lin + size - 1) & MASK32, True) & PAGE_FRAME
+        i: cython.int
+        n: cython.int = 4096 - (lin & 0xFFF)
+        for i in range(size):
+            if i < n:
+                self.phys_write((first + i) & MASK32, 1, (value >> (8 * i)) & 0xFF)
+            else:
+                self.phys_write(second + (i - n), 1, (value >> (8 * i)) & 0xFF)
+        return 0
+
+    # ------------------------------------------------------------------------------------
+    # MMU: two-level paging (SDM Vol. 3 ch. 4, 32-bit paging) with a software TLB
+    # ------------------------------------------------------------------------------------
+    def translate(self, lin, write):
+        """Physical address for a data access to `lin`; raises #PF (CR2 = lin)."""
+        idx: cython.uint = (lin >> 12) & 255
+        f: cython.uint
+        if self.tlb_lin[idx] == (lin >> 12) + 1:
+            f = self.tlb_flags[idx]
+            # The cached entry answers if this access needs nothing the walk would do:
+            # user access to a user page, and a write to a writable, already-dirty page.
+            if (self.cpl < 3 or f & PTE_US) and \
+                    (not write or (f & PTE_D and (f & PTE_RW or (self.cpl < 3 and not self.cr0 & CR0_WP)))):
+                return (self.tlb_phys[idx] << 12) | (lin & 0xFFF)
+        return self.page_walk(lin, write, False)
+
+    def page_walk(self, lin, write, fetch):
+        """Walk the page directory and table for `lin`, check the access, set the accessed
+        and dirty bits, fill the TLB. SDM 4.3 (32-bit paging), 4.6 (access rights), 4.7
+        (#PF error code), 4.8 (accessed and dirty flags)."""
+        user: cython.bint = self.cpl == 3
+        err: cython.uint = (2 if write else 0) | (4 if user else 0)
+        pde_addr: cython.uint = (self.cr3 & PAGE_FRAME) | ((lin >> 20) & 0xFFC)
+        pde: cython.uint = self.phys_read(pde_addr, 4)
+        pte_addr: cython.uint
+        pte: cython.uint
+        phys_page: cython.uint
+        rights: cython.uint
+        idx: cython.uint
+        if not pde & PTE_P:
+            return self.page_fault(lin, err)
+        if pde & PTE_PS and self.cr4 & CR4_PSE:
+            # 4 MiB page: bits 21:13 are reserved (no PSE-36: physical addresses are 32-bit)
+            if pde & 0x003FE000:
+                return self.page_fault(lin, err | 1 | 8)
+            rights = pde
+            if not self.access_ok(rights, write, user):
+                return self.page_fault(lin, err | 1)
+            new: cython.uint = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                self.phys_write(pde_addr, 4, new)
+            phys_page = ((pde & LARGE_FRAME) | (lin & 0x003FF000)) >> 12
+            rights = new | PTE_PS
+        else:
+            pte_addr = (pde & PAGE_FRAME) | ((lin >> 10) & 0xFFC)
+            pte = self.phys_read(pte_addr, 4)
+            if not pte & PTE_P:
+                return self.page_fault(lin, err)
+            # Effective rights: R/W and U/S must allow it at both levels.
+            rights = (pde & pte & (PTE_RW | PTE_US)) | (pte & (PTE_D | PTE_G))
+            if not self.access_ok(rights, write, user):
+                return self.page_fault(lin, err | 1)
+            if not pde & PTE_A:
+                self.phys_write(pde_addr, 4, pde | PTE_A)
+            new_pte: cython.uint = pte | PTE_A | (PTE_D if write else 0)
+            if new_pte != pte:
+                self.phys_write(pte_addr, 4, new_pte)
+            rights |= new_pte & PTE_D
+            phys_page = pte >> 12
+        idx = (lin >> 12) & 255
+        self.tlb_lin[idx] = (lin >> 12) + 1
+        self.tlb_phys[idx] = phys_page
+        self.tlb_flags[idx] = rights & (PTE_RW | PTE_US | PTE_D | PTE_G)
+        if not self.cr4 & CR4_PGE:
+            self.tlb_flags[idx] &= ~PTE_G
+        return (phys_page << 12) | (lin & 0xFFF)
+
+    def access_ok(self, rights, write, user):
+        """SDM 4.6: user accesses need U/S=1 (and R/W=1 to write); supervisor writes need
+        R/W=1 only when CR0.WP is set."""
+        if user:
+            return (rights & PTE_US) != 0 and (not write or (rights & PTE_RW) != 0)
+        return not write or (rights & PTE_RW) != 0 or not self.cr0 & CR0_WP
+
+    def page_fault(self, lin, err):
+        self.cr2 = lin
+        self.fault(PF, err)
+        return 0
+
+    def flush_tlb(self, keep_global):
+        """Drop TLB entries (all, or all but global pages, as a CR3 load does)."""
+        i: cython.int
+        for i in range(256):
+            if not (keep_global and self.tlb_flags[i] & PTE_G):
+                self.tlb_lin[i] = 0
+        self.fetch_page = 0
+
+    def invlpg(self, lin):
+        idx: cython.uint = (lin >> 12) & 255
+        if self.tlb_lin[idx] == (lin >> 12) + 1:
+            self.tlb_lin[idx] = 0
+        self.fetch_page = 0
 
     def read(self, seg, off, size):
         hi: cython.uint = self.seg_hi[seg]
@@ -513,10 +673,13 @@ class CPU:
             self.fault(GP, 0)
         lin = (self.seg_base[CS] + off) & MASK32
         if (lin >> 12) + 1 != self.fetch_page:
-            frame = self.phys_frame(lin, 1, False)
+            pa: cython.uint = lin
+            if self.paging:
+                pa = self.page_walk(lin, False, True)     # code fetch: a read of the page
+            frame = self.phys_frame(pa, 1, False)
             self.fetch_page = (lin >> 12) + 1
             self.fetch_frame = frame
-            self.fetch_ppage = lin >> 12        # paging off: physical page = linear page
+            self.fetch_ppage = pa >> 12
         self.cur.len += 1
         return self.mem.ram[(self.fetch_frame << 12) | (lin & 0xFFF)]
 
@@ -788,6 +951,8 @@ class CPU:
         rm: cython.int = m & 7
         sib: cython.int
         d: cython.uint
+        if self.cur.op >= 0x120 and self.cur.op <= 0x123:
+            mod = 3                                     # MOV CRn/DRn: mod is ignored
         self.cur.mod = mod
         self.cur.reg = (m >> 3) & 7
         self.cur.rm = rm
@@ -1267,6 +1432,15 @@ class CPU:
             self.load_data_seg(FS if op == 0xA1 else GS, v & 0xFFFF)
         elif op == 0x01:
             self.exec_system_0f01()
+        elif op in (0x20, 0x21, 0x22, 0x23):              # MOV r32, CRn/DRn and back
+            self.exec_mov_control(op)
+        elif op == 0x06:                                # CLTS
+            if self.cpl != 0:
+                self.fault(GP, 0)
+            self.cr0 &= ~CR0_TS
+        elif op == 0x08 or op == 0x09:                  # INVD, WBINVD: no caches to write back
+            if self.cpl != 0:
+                self.fault(GP, 0)
         else:
             self.fault(UD, -1)                          # includes UD2
         return 0
@@ -1642,7 +1816,9 @@ class CPU:
             elif size == 2:
                 sn = sext(cython.cast(cython.uint, a), 4)
             else:
-                sn = cython.cast(cython.longlong, a)
+                # EDX:EAX as signed: the xor/subtract is the identity mod 2^64 once compiled
+                # (the cast reinterprets), and the sign extension when uncompiled.
+                sn = cython.cast(cython.longlong, (a ^ SIGN64) - SIGN64)
             sd = sext(src, size)
             un = (cython.cast(cython.ulonglong, 0) - cython.cast(cython.ulonglong, sn)) if sn < 0 else cython.cast(cython.ulonglong, sn)
             ud = (cython.cast(cython.ulonglong, 0) - cython.cast(cython.ulonglong, sd)) if sd < 0 else cython.cast(cython.ulonglong, sd)
@@ -1888,6 +2064,15 @@ class CPU:
         if op == 4:                                     # SMSW: r32 gets all of CR0
             self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, self.cr0)
             return 0
+        if op >= 6 and self.cpl != 0:
+            self.fault(GP, 0)
+        if op == 6:                                     # LMSW: PE MP EM TS; cannot clear PE
+            v: cython.uint = self.read_rm(2)
+            self.write_cr0((self.cr0 & ~cython.cast(cython.uint, 0xE)) | (v & 0xF) | (self.cr0 & CR0_PE))
+            return 0
+        if op == 7:                                     # INVLPG m
+            self.invlpg((self.seg_base[self.cur.ea_seg] + self.ea()) & MASK32)
+            return 0
         off = self.ea()
         if op < 2:                                      # SGDT / SIDT: 16-bit limit, 32-bit base
             limit = self.gdtr_limit if op == 0 else self.idtr_limit
@@ -1908,6 +2093,72 @@ class CPU:
         else:
             self.idtr_base = base
             self.idtr_limit = limit
+        return 0
+
+    def exec_mov_control(self, op):
+        """MOV to and from CR0, CR2, CR3, CR4 and DR0-DR7 (0F 20-23). The ModRM mod field is
+        ignored: the operand is always a general register."""
+        n: cython.int = self.cur.reg
+        v: cython.uint
+        if self.cpl != 0:
+            self.fault(GP, 0)
+        if op == 0x21 or op == 0x23:
+            if (n == 4 or n == 5) and self.cr4 & CR4_DE:
+                self.fault(UD, -1)                      # DR4/DR5 exist only as aliases
+            if n == 4 or n == 5:
+                n += 2                                  # ... of DR6 and DR7
+            if op == 0x21:
+                self.regs[self.cur.rm] = (self.dr0, self.dr1, self.dr2, self.dr3, 0, 0,
+                                          self.dr6, self.dr7)[n]
+            else:
+                v = self.regs[self.cur.rm]
+                if n == 0:
+                    self.dr0 = v
+                elif n == 1:
+                    self.dr1 = v
+                elif n == 2:
+                    self.dr2 = v
+                elif n == 3:
+                    self.dr3 = v
+                elif n == 6:
+                    self.dr6 = (v & 0xE00F) | 0xFFFF0FF0
+                else:
+                    self.dr7 = (v & 0xFFFF2BFF) | 0x400
+            return 0
+        if n == 1 or n > 4:
+            self.fault(UD, -1)
+        if op == 0x20:
+            self.regs[self.cur.rm] = (self.cr0, 0, self.cr2, self.cr3, self.cr4)[n]
+            return 0
+        v = self.regs[self.cur.rm]
+        if n == 0:
+            self.write_cr0(v)
+        elif n == 2:
+            self.cr2 = v
+        elif n == 3:
+            self.cr3 = v & (PAGE_FRAME | 0x18)          # PWT, PCD kept; the rest is ignored
+            self.flush_tlb(True)                        # global pages survive a CR3 load
+        else:
+            if v & ~cython.cast(cython.uint, CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
+                self.fault(GP, 0)                       # a feature this CPU does not have
+            if (v ^ self.cr4) & (CR4_PSE | CR4_PGE):
+                self.flush_tlb(False)
+            self.cr4 = v
+        return 0
+
+    def write_cr0(self, v):
+        """Load CR0 (SDM MOV CRn): PG needs PE; NW needs CD; ET reads 1; reserved bits ignored."""
+        if v & CR0_PG and not v & CR0_PE:
+            self.fault(GP, 0)
+        if v & 0x20000000 and not v & 0x40000000:
+            self.fault(GP, 0)
+        v = (v & (CR0_PG | 0x60000000 | 0x40000 | CR0_WP | 0x2F)) | 0x10
+        if not v & CR0_PE:
+            raise Unsupported("the guest cleared CR0.PE: real mode is not implemented yet")
+        if (v ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
+            self.flush_tlb(False)
+        self.cr0 = v
+        self.paging = (v & CR0_PG) != 0
         return 0
 
     def exec_cpuid(self):
@@ -1933,7 +2184,8 @@ class CPU:
         self.regs[0] = 0x00000521
         self.regs[3] = 0
         self.regs[1] = SIGN32 if self.hypervisor_leaf_ebx else 0        # "hypervisor present"
-        self.regs[2] = (1 << 4) | (1 << 8) | (1 << 15)  # TSC, CMPXCHG8B, CMOV
+        self.regs[2] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8) | (1 << 13) | (1 << 15)
+        # DE (debug extensions), PSE (4 MiB pages), TSC, CMPXCHG8B, PGE (global pages), CMOV
         return 0
 
     def jump_near(self, target):
@@ -2329,6 +2581,12 @@ class CPU:
                 u.eip = self.i_start
                 self.last_exit = u
                 return EXIT_UNMAPPED
+            except Unsupported as u:
+                self.eip = self.i_start
+                self.regs[4] = self.i_esp
+                u.eip = self.i_start
+                self.last_exit = u
+                return EXIT_UNSUPPORTED
             self.eip = self.i_start
             self.regs[4] = self.i_esp
             r = self.raise_exception(vector, err)

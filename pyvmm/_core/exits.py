@@ -10,3 +10,4 @@ class ExitReason(enum.IntEnum):
     TRIPLE_FAULT = 5    # shutdown: a fault while delivering #DF (details in CPU.last_exit)
     UNMAPPED = 6        # an access to guest-physical memory with nothing behind it
     REQUEST = 7         # a device or the host asked the CPU to stop (CPU.request_exit)
+    UNSUPPORTED = 8     # the guest asked for something this CPU does not implement yet

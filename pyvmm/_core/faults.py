@@ -113,3 +113,16 @@ class UnmappedMemory(Exception):
         return text
 
 
+
+
+class Unsupported(Exception):
+    """The guest did something architectural that pyvmm does not implement (yet): the run
+    stops cleanly with this message rather than pretending."""
+
+    def __init__(self, message, eip=None):
+        self.eip = eip
+        super().__init__(message)
+
+    def __str__(self):
+        text = super().__str__()
+        return text if self.eip is None else f"{text} (instruction at EIP={self.eip:#010x})"

@@ -9,7 +9,8 @@ Appendix A) writes it. From this table come
     Those are the ONLY bits the Unicorn comparison masks.
 
 Operand notation (SDM A.2): E = ModRM r/m, G = ModRM reg, M = ModRM memory only,
-S = segment register in ModRM reg, I = immediate, J = relative offset, O = moffs,
+S = segment register in ModRM reg, C / D = control / debug register in ModRM reg,
+R = general register in ModRM r/m (the mod field is ignored), I = immediate, J = relative offset, O = moffs,
 A = far pointer, Z = register in the opcode's low 3 bits, X/Y = DS:eSI / ES:eDI strings.
 Sizes: b = byte, w = word, d = dword, v = word/dword by operand size, z = imm16/imm32,
 p = 16:16 / 16:32 far pointer. Fixed operands (AL, eAX, CL, DX, 1) are written as such.
@@ -40,7 +41,8 @@ class Insn:
     @property
     def has_modrm(self):
         return self.reg is not None or any(
-            o[:1] in ("E", "G", "M", "S") and o not in ("eAX",) for o in self.operand_list)
+            o[:1] in ("E", "G", "M", "S", "R", "C", "D") and o not in ("eAX", "DX")
+            for o in self.operand_list)
 
     @property
     def operand_list(self):
@@ -290,6 +292,17 @@ def _rows():
     add("lgdt", 0x0F01, "Ms", reg=2, family="system")
     add("lidt", 0x0F01, "Ms", reg=3, family="system")
     add("smsw", 0x0F01, "Ew", reg=4, family="system")
+    add("lmsw", 0x0F01, "Ew", reg=6, family="system")
+    add("invlpg", 0x0F01, "M", reg=7, family="system")
+    add("clts", 0x0F06, family="system")
+    add("invd", 0x0F08, family="system")
+    add("wbinvd", 0x0F09, family="system")
+    # MOV to/from control and debug registers: flags undefined (SDM MOV CRn, MOV DRn)
+    for cr in (0, 2, 3, 4):         # CR1, CR5-CR7 do not exist: #UD
+        add("mov", 0x0F20, "Rd,Cd", reg=cr, flags=OSZAPC, undefined=OSZAPC, family="system")
+        add("mov", 0x0F22, "Cd,Rd", reg=cr, flags=OSZAPC, undefined=OSZAPC, family="system")
+    add("mov", 0x0F21, "Rd,Dd", flags=OSZAPC, undefined=OSZAPC, family="system")
+    add("mov", 0x0F23, "Dd,Rd", flags=OSZAPC, undefined=OSZAPC, family="system")
     return rows
 
 

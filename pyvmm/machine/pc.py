@@ -88,6 +88,9 @@ class PC:
                 if reason == ExitReason.TRIPLE_FAULT:
                     return self._result("triple-fault", STATUS_CRASHED, t0, start_count,
                                         f"triple fault, machine shut down: {cpu.last_exit}")
+                if reason == ExitReason.UNSUPPORTED:
+                    return self._result("unsupported", STATUS_CRASHED, t0, start_count,
+                                        f"stopped: {cpu.last_exit}")
                 if reason == ExitReason.UNMAPPED:
                     return self._result("unmapped", STATUS_CRASHED, t0, start_count,
                                         f"stopped: {cpu.last_exit}")

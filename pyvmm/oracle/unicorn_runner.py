@@ -284,9 +284,10 @@ class UnicornRunner:
     the memory layout changes, the case asks for it, or the last run left state that would
     leak into the next case (an exception, see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, cpu_model=None):
         from unicorn import x86_const as X
         self._X = X
+        self.cpu_model = X.UC_CPU_X86_QEMU32 if cpu_model is None else cpu_model
         self._reg_ids = {name: getattr(X, "UC_X86_REG_" + name.upper()) for name in STATE_REGS}
         self._seg_ids = [getattr(X, "UC_X86_REG_" + s) for s in ("CS", "SS", "DS", "ES", "FS", "GS")]
         self.uc = None
@@ -299,6 +300,11 @@ class UnicornRunner:
     def _new(self, regions):
         import unicorn
         uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        # Unicorn's default x86 model is Haswell-like: F3 0F BC/BD run as TZCNT/LZCNT.
+        # pyvmm's CPUID announces neither (family 5 with TSC, CX8, CMOV), so there they are
+        # BSF/BSR with an ignored REP prefix, as on every processor without BMI1/ABM.
+        # qemu32 (family 6, CMOV, CX8, TSC, no ABM/BMI1) is the closest model Unicorn has.
+        uc.ctl_set_cpu_model(self.cpu_model)
         for addr, size in regions:
             uc.mem_map(addr, size)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)

@@ -79,7 +79,7 @@ def test_tutorial_commands(chapter, scratch):
     assert blocks, f"{chapter.name} shows no commands"
     for line_number, commands in blocks:
         for command, expected in commands:
-            r = subprocess.run(["bash", "-c", command + " 2>&1"], cwd=scratch, env=env,
+            r = subprocess.run(["bash", "-c", "{ " + command + "\n} 2>&1"], cwd=scratch, env=env,
                                capture_output=True, text=True, timeout=600)
             actual = r.stdout.splitlines()
             assert matches(expected, actual), (
