@@ -525,7 +525,7 @@ class CPU:
         """An access that crosses into the next page: both pages are translated (and may
         fault) before anything is read."""
         first: cython.uint = self.translate(lin, False)
-        second: cython.uint = self.translate((lin + size - 1) & MASK32, False) & PAGE_FRAME
+        second: cython.uint = self.translate((lin + size - 1) & PAGE_FRAME, False)  # CR2: page start
         v: cython.uint = 0
         i: cython.int
         n: cython.int = 4096 - (lin & 0xFFF)          # bytes on the first page
@@ -538,7 +538,7 @@ class CPU:
 
     def lin_write_split(self, lin, size, value):
         first: cython.uint = self.translate(lin, True)
-        second: cython.uint = self.translate((lin + size - 1) & MASK32, True) & PAGE_FRAME
+        second: cython.uint = self.translate((lin + size - 1) & PAGE_FRAME, True)
         i: cython.int
         n: cython.int = 4096 - (lin & 0xFFF)
         for i in range(size):

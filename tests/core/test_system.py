@@ -1,9 +1,11 @@
 """Protected-mode machinery at ring 0: descriptor tables, segment loads, far transfers,
 exception and interrupt delivery through the IDT, and self-modifying code."""
 import struct
+import sys
 
 import pytest
 
+import pyvmm
 from pyvmm import CPU, GuestFault, TripleFault
 from tests.asm import assemble
 
@@ -11,6 +13,14 @@ CODE = 0x1000
 GDT = 0x8000
 IDT = 0x9000
 STACK = 0x7000
+
+
+@pytest.fixture(autouse=True, params=["compiled", "uncompiled"])
+def core(request, monkeypatch):
+    """Every test here runs on the compiled core and on the same source uncompiled."""
+    cls = pyvmm.CPU if request.param == "compiled" else pyvmm.load_pure().cpu.CPU
+    monkeypatch.setattr(sys.modules[__name__], "CPU", cls)
+    return request.param
 
 
 def descriptor(base, limit, access, flags=0xC):
