@@ -463,9 +463,12 @@ class CPU:
                 return (v << 8) | self.mem.ram[o]
             v = self.mem.ram[o + 1]
             return (v << 8) | self.mem.ram[o]
-        # Unmapped, or the access crosses into the next page: byte by byte.
+        # Unmapped, or the access crosses into the next page: byte by byte, after checking
+        # every byte in order (so an unmapped access names its first unmapped byte).
         v = 0
         i: cython.int
+        for i in range(size):
+            self.phys_frame((pa + i) & MASK32, size, False)
         for i in range(size - 1, -1, -1):
             o = (pa + i) & MASK32
             frame = self.phys_frame(o, size, False)
