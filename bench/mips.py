@@ -49,6 +49,22 @@ STACK_TOP = STACK + STACK_SIZE
 DATA = 0x00100000          # data region (1 MiB)
 DATA_SIZE = 0x100000
 REGIONS = ((CODE, CODE_SIZE), (STACK, STACK_SIZE), (DATA, DATA_SIZE))
+# For the paging variants: a page directory and one page table identity-mapping 0-4 MiB
+# with 4 KiB pages, so every access goes through the TLB (and a walk on a TLB miss).
+PAGE_TABLES = 0x00300000
+CR0_PG = 0x80000000
+
+
+def page_table_bytes():
+    pd = struct.pack("<I", (PAGE_TABLES + 0x1000) | 0x7) + bytes(4092)
+    pt = b"".join(struct.pack("<I", (page << 12) | 0x7) for page in range(1024))
+    return pd + pt
+
+
+def paged(prog):
+    """The same program, run with paging on."""
+    prog.paging = True
+    return prog
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,6 +159,7 @@ class Program:
     compare: List[Tuple[int, int]] = field(default_factory=list)   # memory compared
     # Independent check of the final state: returns a list of problems (empty when fine).
     expect: Optional[Callable[[dict, Callable[[int, int], bytes]], List[str]]] = None
+    paging: bool = False                            # run with CR0.PG on (see PAGE_TABLES)
 
 
 @dataclass
@@ -413,6 +430,9 @@ WORKLOADS = [
     Workload("mixed-smc-page", "floor",
              "the same loop, stores into the code's own 4 KiB page",
              lambda n: build_mixed(n, CODE + 0x800), 3_500_000, 100_000, 20_000),
+    Workload("mixed-paging", "floor",
+             "the mixed loop with paging on (identity map, 4 KiB pages)",
+             lambda n: paged(build_mixed(n, DATA)), 3_500_000, 100_000, 20_000),
     Workload("sieve", "realistic",
              f"sieve of Eratosthenes, {SIEVE_N} bytes, memset by rep stosd",
              build_sieve, 450, 12, 3),
@@ -428,6 +448,9 @@ WORKLOADS = [
     Workload("calls-fib", "realistic",
              f"recursive fib({FIB_N}): call/ret, push/pop, frame pointer",
              build_calls, 110, 3, 1),
+    Workload("sieve-paging", "realistic",
+             "the sieve with paging on (identity map, 4 KiB pages)",
+             lambda n: paged(build_sieve(n)), 450, 12, 3),
 ]
 
 
@@ -464,6 +487,11 @@ def run_pyvmm(cpu_cls, prog):
     cpu.reg_write("esp", STACK_TOP)
     for name, value in prog.regs.items():
         cpu.reg_write(name, value)
+    if prog.paging:
+        cpu.mem_map(PAGE_TABLES, 0x2000)
+        cpu.mem_write(PAGE_TABLES, page_table_bytes())
+        cpu.reg_write("cr3", PAGE_TABLES)
+        cpu.reg_write("cr0", cpu.reg_read("cr0") | CR0_PG)
     gc.collect()
     t0 = time.perf_counter()
     cpu.emu_start(CODE, prog.end)
@@ -487,6 +515,11 @@ def run_unicorn(prog):
     uc.reg_write(ids["esp"], STACK_TOP)
     for name, value in prog.regs.items():
         uc.reg_write(ids[name], value & MASK32)
+    if prog.paging:
+        uc.mem_map(PAGE_TABLES, 0x2000)
+        uc.mem_write(PAGE_TABLES, page_table_bytes())
+        uc.reg_write(X.UC_X86_REG_CR3, PAGE_TABLES)
+        uc.reg_write(X.UC_X86_REG_CR0, uc.reg_read(X.UC_X86_REG_CR0) | CR0_PG)
     gc.collect()
     t0 = time.perf_counter()
     uc.emu_start(CODE, prog.end)            # no count= (it makes Unicorn ~18x slower)
