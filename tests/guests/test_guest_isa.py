@@ -6,7 +6,6 @@ with #UD on pyvmm while running fine on QEMU. This disassembles each ELF (objdum
 looks every opcode up in pyvmm's own instruction table (pyvmm/_core/isa.py). No QEMU
 needed: only gcc, as, ld and objdump.
 """
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -25,14 +24,7 @@ PREFIXES = {0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65}
 X87_SSE = re.compile(r"%(st|mm|xmm|ymm)\d*|\bf[a-z]+\b.*%st")
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("guests_build", ROOT / "guests" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-guests_build = _load_build()
+from tests.guest_build import guests_build  # noqa: E402
 
 
 def instructions(elf):

@@ -8,7 +8,6 @@ position-independent values), which catches miscompiled or layout-dependent test
 Skipped, with the reason, when qemu-system-i386 or the toolchain (gcc, as, ld) is missing:
 `apt-get install -y qemu-system-x86` brings QEMU.
 """
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -30,14 +29,7 @@ OPTS = ("O0", "O2")
 EXIT_OK = 1                     # isa-debug-exit: status = (code << 1) | 1, code 0
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("guests_build", ROOT / "guests" / "build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-guests_build = _load_build()
+from tests.guest_build import guests_build  # noqa: E402
 GUESTS = guests_build.guest_names()
 
 

@@ -72,11 +72,12 @@ def test_too_little_memory_is_refused():
 
 def test_kernel_that_does_not_fit_is_refused(tmp_path):
     # hello's program headers, with the memory size of its last segment made enormous
-    import runpy
     import struct
 
     from elftools.elf.elffile import ELFFile
-    elf = runpy.run_path(str(ROOT / "guests" / "build.py"))["build"]("hello", "O2")
+
+    from tests.guest_build import guests_build
+    elf = guests_build.build("hello", "O2")
     data = bytearray(Path(elf).read_bytes())
     with open(elf, "rb") as f:
         e = ELFFile(f)

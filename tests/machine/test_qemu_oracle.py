@@ -1,7 +1,6 @@
 """Every bundled guest, at -O0 and -O2, must print the same serial output and end with the
 same exit status on pyvmm as on QEMU (`qemu-system-i386 -kernel`), the whole-machine oracle."""
 import io
-import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,13 +9,13 @@ import pytest
 
 from pyvmm.machine import PC
 
-GUESTS = Path(__file__).resolve().parents[2] / "guests"
-BUILD = runpy.run_path(str(GUESTS / "build.py"))
+from tests.guest_build import guests_build
+
 QEMU = shutil.which("qemu-system-i386")
 QEMU_COMMAND = ["-nodefaults", "-display", "none", "-serial", "stdio",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
 # Guests whose output depends on the machine by design are compared in their own tests.
-GUEST_NAMES = [n for n in BUILD["guest_names"]() if n != "template"]
+GUEST_NAMES = [n for n in guests_build.guest_names() if n != "template"]
 
 
 def relative(elf):
@@ -41,7 +40,7 @@ def run_pyvmm(elf):
 @pytest.mark.parametrize("opt", ["O0", "O2"])
 @pytest.mark.parametrize("name", GUEST_NAMES)
 def test_guest_matches_qemu(name, opt):
-    elf = relative(BUILD["build"](name, opt))
+    elf = relative(guests_build.build(name, opt))
     expected, expected_status = run_qemu(elf)
     output, status, result = run_pyvmm(elf)
     assert output.decode(errors="replace") == expected.decode(errors="replace"), result.message
