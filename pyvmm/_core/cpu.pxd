@@ -93,6 +93,8 @@ cdef class CPU:
     cdef int exit_request
 
     cdef public unsigned int ldtr_sel, ldtr_base, ldtr_limit
+    cdef public unsigned int tr_sel, tr_base, tr_limit, tr_attr
+    cdef int supervisor_access           # > 0: accesses are supervisor-mode (GDT, IDT, TSS)
     cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
     cdef int soft_vector                 # INT n/INT3/INTO being delivered, else -1
     cdef bint entered_handler            # an interrupt or exception handler was entered
@@ -113,6 +115,7 @@ cdef class CPU:
     cdef int64_t lin_read_split(self, unsigned int lin, int size) except -1
     @cython.locals(first=cython.uint, second=cython.uint, n=cython.int, i=cython.int)
     cdef int lin_write_split(self, unsigned int lin, int size, unsigned int value) except -1
+    @cython.locals(user=cython.bint)
     cdef int64_t translate(self, unsigned int lin, bint write) except -1
     @cython.locals(new=cython.uint, new_pte=cython.uint)
     cdef int64_t page_walk(self, unsigned int lin, bint write, bint fetch) except -1
@@ -188,6 +191,11 @@ cdef class CPU:
     cdef int exec_cpuid(self) except -1
     @cython.locals(n=cython.int, v=cython.uint)
     cdef int exec_mov_control(self, int op) except -1
+    @cython.locals(ok=cython.bint)
+    cdef int exec_system_0f00(self) except -1
+    cdef int exec_lar_lsl(self, bint lsl) except -1
+    cdef bint probe_descriptor(self, unsigned int sel) except -1
+    cdef unsigned int descriptor_limit(self, unsigned int lo, unsigned int hi) noexcept
     cdef int write_cr0(self, unsigned int v) except -1
     cdef int jump_near(self, unsigned int target) except -1
 
@@ -196,6 +204,7 @@ cdef class CPU:
     cdef int load_seg_cache(self, int seg, unsigned int sel, unsigned int lo, unsigned int hi) noexcept
     cdef void load_null_seg(self, int seg, unsigned int sel) noexcept
     cdef int read_descriptor(self, unsigned int sel, unsigned int ext) except -1
+    cdef int read_descriptor_for(self, unsigned int sel, unsigned int ext, int vector) except -1
     cdef int set_accessed(self) except -1
     cdef int load_data_seg(self, int seg, unsigned int sel) except -1
     @cython.locals(limit=cython.uint)
@@ -203,8 +212,15 @@ cdef class CPU:
     cdef int far_jump(self, unsigned int sel, unsigned int offset, bint call, int opsize) except -1
     cdef int far_return(self, int opsize, unsigned int extra) except -1
     cdef int iret(self, int opsize) except -1
+    cdef void release_stack(self, unsigned int count) noexcept
+    @cython.locals(seg=cython.int)
+    cdef int return_to(self, unsigned int sel, unsigned int new_eip, int opsize, unsigned int extra) except -1
+    cdef void set_cpl(self, int cpl) noexcept
+    @cython.locals(old_cpl=cython.int)
+    cdef int switch_stack_inward(self, int new_cpl, unsigned int ext, int psize, unsigned int flags) except -1
 
     # -- exceptions and the run loop -----------------------------------------------------------------
+    @cython.locals(new_cpl=cython.int)
     cdef int deliver(self, int vector, long long error_code, bint software) except -1
     cdef int soft_exception(self, int vector) except -1
     cdef int raise_exception(self, int vector, long long error_code) except -1

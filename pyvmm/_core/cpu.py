@@ -257,6 +257,8 @@ class CPU:
             self.load_seg_cache(i, 0, 0x0000FFFF, 0x00CF9B00 if i == CS else 0x00CF9300)
         self.gdtr_base = self.gdtr_limit = 0
         self.ldtr_sel = self.ldtr_base = self.ldtr_limit = 0
+        self.tr_sel = self.tr_base = self.tr_limit = self.tr_attr = 0
+        self.supervisor_access = 0
         self.idtr_base = self.idtr_limit = 0
         self.cr0 = 0x00000011          # PE, ET
         self.paging = False
@@ -562,8 +564,9 @@ class CPU:
             f = self.tlb_flags[idx]
             # The cached entry answers if this access needs nothing the walk would do:
             # user access to a user page, and a write to a writable, already-dirty page.
-            if (self.cpl < 3 or f & PTE_US) and \
-                    (not write or (f & PTE_D and (f & PTE_RW or (self.cpl < 3 and not self.cr0 & CR0_WP)))):
+            user: cython.bint = self.cpl == 3 and not self.supervisor_access
+            if (not user or f & PTE_US) and \
+                    (not write or (f & PTE_D and (f & PTE_RW or (not user and not self.cr0 & CR0_WP)))):
                 return (self.tlb_phys[idx] << 12) | (lin & 0xFFF)
         return self.page_walk(lin, write, False)
 
@@ -571,7 +574,7 @@ class CPU:
         """Walk the page directory and table for `lin`, check the access, set the accessed
         and dirty bits, fill the TLB. SDM 4.3 (32-bit paging), 4.6 (access rights), 4.7
         (#PF error code), 4.8 (accessed and dirty flags)."""
-        user: cython.bint = self.cpl == 3
+        user: cython.bint = self.cpl == 3 and not self.supervisor_access
         err: cython.uint = (2 if write else 0) | (4 if user else 0)
         pde_addr: cython.uint = (self.cr3 & PAGE_FRAME) | ((lin >> 20) & 0xFFC)
         pde: cython.uint = self.phys_read(pde_addr, 4)
@@ -1435,6 +1438,10 @@ class CPU:
             self.load_data_seg(FS if op == 0xA1 else GS, v & 0xFFFF)
         elif op == 0x01:
             self.exec_system_0f01()
+        elif op == 0x00:
+            self.exec_system_0f00()
+        elif op == 0x02 or op == 0x03:                  # LAR / LSL
+            self.exec_lar_lsl(op == 0x03)
         elif op in (0x20, 0x21, 0x22, 0x23):              # MOV r32, CRn/DRn and back
             self.exec_mov_control(op)
         elif op == 0x06:                                # CLTS
@@ -2098,6 +2105,122 @@ class CPU:
             self.idtr_limit = limit
         return 0
 
+    def exec_system_0f00(self):
+        """SLDT STR LLDT LTR VERR VERW (0F 00 /0-/5)."""
+        op: cython.int = self.cur.reg
+        sel: cython.uint
+        hi: cython.uint
+        typ: cython.uint
+        if op < 2:                                      # SLDT / STR: any CPL
+            sel = self.ldtr_sel if op == 0 else self.tr_sel
+            self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, sel)
+            return 0
+        sel = self.read_rm(2)
+        if op >= 4:                                     # VERR / VERW: ZF says, never faults
+            ok: cython.bint = self.probe_descriptor(sel)
+            if ok:
+                hi = self.d_hi
+                if op == 4:     # readable: data, or code with R
+                    ok = (hi & 0x1000) != 0 and (hi & 0xA00) != 0x800
+                else:           # writable data
+                    ok = (hi & 0x1A00) == 0x1200
+                if ok and (hi & 0xC00) != 0xC00:       # privilege, unless conforming code
+                    ok = ((hi >> 13) & 3) >= self.cpl and ((hi >> 13) & 3) >= (sel & 3)
+            self.materialize()
+            self.eflags = (self.eflags | F_ZF) if ok else (self.eflags & ~F_ZF)
+            return 0
+        if self.cpl != 0:
+            self.fault(GP, 0)
+        if op == 2:                                     # LLDT
+            if (sel & 0xFFFC) == 0:
+                self.ldtr_sel = sel
+                self.ldtr_base = self.ldtr_limit = 0
+                return 0
+            if sel & 4:
+                self.fault(GP, sel & 0xFFFC)
+            self.read_descriptor(sel, 0)
+            hi = self.d_hi
+            if (hi & 0x1F00) != 0x0200:                 # system descriptor, type 2 (LDT)
+                self.fault(GP, sel & 0xFFFC)
+            if not hi & 0x8000:
+                self.fault(NP, sel & 0xFFFC)
+            self.ldtr_sel = sel
+            self.ldtr_base = ((self.d_lo >> 16) | ((hi & 0xFF) << 16) | (hi & TOP_BYTE)) & MASK32
+            self.ldtr_limit = self.descriptor_limit(self.d_lo, hi)
+            return 0
+        # LTR: an available TSS in the GDT, which becomes busy
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        if sel & 4:
+            self.fault(GP, sel & 0xFFFC)
+        self.read_descriptor(sel, 0)
+        hi = self.d_hi
+        typ = (hi >> 8) & 0x1F
+        if typ != 0x01 and typ != 0x09:
+            self.fault(GP, sel & 0xFFFC)
+        if not hi & 0x8000:
+            self.fault(NP, sel & 0xFFFC)
+        hi |= 0x200                                     # busy
+        self.supervisor_access += 1
+        try:
+            self.lin_write((self.d_addr + 4) & MASK32, 4, hi)
+        finally:
+            self.supervisor_access -= 1
+        self.tr_sel = sel
+        self.tr_base = ((self.d_lo >> 16) | ((hi & 0xFF) << 16) | (hi & TOP_BYTE)) & MASK32
+        self.tr_limit = self.descriptor_limit(self.d_lo, hi)
+        self.tr_attr = hi & 0x00F0FF00
+        return 0
+
+    def exec_lar_lsl(self, lsl):
+        """LAR / LSL Gv, Ew: access rights or limit of a descriptor the CPL may see; ZF says."""
+        sel: cython.uint = self.read_rm(2)
+        hi: cython.uint
+        typ: cython.uint
+        ok: cython.bint = self.probe_descriptor(sel)
+        if ok:
+            hi = self.d_hi
+            typ = (hi >> 8) & 0x1F
+            if not typ & 0x10:                          # system: which types each accepts
+                if lsl:             # TSS (16/32, available or busy) and LDT have a limit
+                    ok = typ in (1, 2, 3, 9, 11)
+                else:               # ... and call and task gates have access rights too
+                    ok = typ in (1, 2, 3, 4, 5, 9, 11, 12)
+            if ok and (typ & 0x1C) != 0x1C:             # privilege, unless conforming code
+                ok = ((hi >> 13) & 3) >= self.cpl and ((hi >> 13) & 3) >= (sel & 3)
+        self.materialize()
+        if not ok:
+            self.eflags &= ~F_ZF
+            return 0
+        self.eflags |= F_ZF
+        if lsl:
+            self.set_reg(self.cur.opsize, self.cur.reg, self.descriptor_limit(self.d_lo, self.d_hi))
+        else:
+            self.set_reg(self.cur.opsize, self.cur.reg, self.d_hi & 0x00F0FF00)
+        return 0
+
+    def probe_descriptor(self, sel):
+        """read_descriptor for LAR, LSL, VERR, VERW: False (no fault) for a null selector or
+        one outside its table."""
+        index: cython.uint = sel & 0xFFF8
+        limit: cython.uint = self.gdtr_limit
+        if (sel & 0xFFFC) == 0:
+            return False
+        if sel & 4:
+            if (self.ldtr_sel & 0xFFFC) == 0:
+                return False
+            limit = self.ldtr_limit
+        if index + 7 > limit:
+            return False
+        self.read_descriptor(sel, 0)
+        return True
+
+    def descriptor_limit(self, lo, hi):
+        limit: cython.uint = (lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & 0x800000:
+            limit = (limit << 12) | 0xFFF
+        return limit
+
     def exec_mov_control(self, op):
         """MOV to and from CR0, CR2, CR3, CR4 and DR0-DR7 (0F 20-23). The ModRM mod field is
         ignored: the operand is always a general register."""
@@ -2250,26 +2373,38 @@ class CPU:
 
     def read_descriptor(self, sel, ext):
         """Fetch the descriptor for `sel` into d_lo/d_hi; #GP(sel) when outside its table."""
+        return self.read_descriptor_for(sel, ext, GP)
+
+    def read_descriptor_for(self, sel, ext, vector):
+        """read_descriptor, faulting with `vector` (#GP, or #TS for a task's stack)."""
         index: cython.uint = sel & 0xFFF8
         base: cython.uint = self.gdtr_base
         limit: cython.uint = self.gdtr_limit
         if sel & 4:
             if (self.ldtr_sel & 0xFFFC) == 0:
-                self.fault(GP, (sel & 0xFFFC) | ext)
+                self.fault(vector, (sel & 0xFFFC) | ext)
             base = self.ldtr_base
             limit = self.ldtr_limit
         if index + 7 > limit:
-            self.fault(GP, (sel & 0xFFFC) | ext)
+            self.fault(vector, (sel & 0xFFFC) | ext)
         self.d_addr = (base + index) & MASK32
-        self.d_lo = self.lin_read(self.d_addr, 4)
-        self.d_hi = self.lin_read((self.d_addr + 4) & MASK32, 4)
+        self.supervisor_access += 1
+        try:
+            self.d_lo = self.lin_read(self.d_addr, 4)
+            self.d_hi = self.lin_read((self.d_addr + 4) & MASK32, 4)
+        finally:
+            self.supervisor_access -= 1
         return 0
 
     def set_accessed(self):
         """Set the accessed bit of the descriptor last read, as the processor does on a load."""
         if not self.d_hi & 0x100:
             self.d_hi |= 0x100
-            self.lin_write((self.d_addr + 4) & MASK32, 4, self.d_hi)
+            self.supervisor_access += 1
+            try:
+                self.lin_write((self.d_addr + 4) & MASK32, 4, self.d_hi)
+            finally:
+                self.supervisor_access -= 1
         return 0
 
     def load_data_seg(self, seg, sel):
@@ -2348,62 +2483,124 @@ class CPU:
         return 0
 
     def far_return(self, opsize, extra):
-        """RETF (imm16) to the same privilege level."""
+        """RETF (imm16): to the same privilege level, or to an outer one (then SS:ESP are
+        popped too and the data segment registers the outer ring may not use are nulled)."""
         new_eip: cython.uint = self.pop(opsize)
         sel: cython.uint = self.pop(opsize) & 0xFFFF
-        limit: cython.uint
-        if (sel & 0xFFFC) == 0:
-            self.fault(GP, 0)
-        if (sel & 3) != self.cpl:
-            # RPL < CPL is #GP; RPL > CPL is a return to an outer ring (pops SS:ESP), which
-            # needs the privilege machinery; refused with #GP(selector) until then.
-            self.fault(GP, sel & 0xFFFC)
-        self.read_descriptor(sel, 0)
-        limit = self.code_descriptor_checks(sel, self.cpl, 0)
-        if new_eip > limit:
-            self.fault(GP, 0)
-        self.set_accessed()
-        self.load_seg_cache(CS, sel, self.d_lo, self.d_hi)
-        self.eip = new_eip
-        if self.stack32:
-            self.regs[4] = (self.regs[4] + extra) & MASK32
-        else:
-            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | ((self.regs[4] + extra) & 0xFFFF)
+        self.release_stack(extra)
+        self.return_to(sel, new_eip, opsize, extra)
         return 0
 
     def iret(self, opsize):
-        """IRET/IRETD to the same privilege level (SDM IRET: RETURN-TO-SAME-PRIVILEGE-LEVEL)."""
+        """IRET/IRETD (SDM IRET): RETURN-TO-SAME-PRIVILEGE-LEVEL and -OUTER-PRIVILEGE-LEVEL."""
         new_eip: cython.uint
         sel: cython.uint
         flags: cython.uint
         mask: cython.uint
-        limit: cython.uint
+        old_cpl: cython.int = self.cpl
         if self.eflags & F_NT:
             self.fault(GP, 0)       # a nested-task return needs task switching (not yet)
         new_eip = self.pop(opsize)
         sel = self.pop(opsize) & 0xFFFF
         flags = self.pop(opsize)
-        if (sel & 0xFFFC) == 0:
-            self.fault(GP, 0)
-        if (sel & 3) != self.cpl:
-            self.fault(GP, sel & 0xFFFC)   # outer-ring return: see far_return
-        self.read_descriptor(sel, 0)
-        limit = self.code_descriptor_checks(sel, self.cpl, 0)
-        if new_eip > limit:
-            self.fault(GP, 0)
-        # CF PF AF ZF SF TF DF OF NT (+ RF AC ID for 32 bits); IF if CPL <= IOPL; IOPL at CPL 0
+        if opsize == 4 and flags & F_VM and old_cpl == 0:
+            raise Unsupported("IRET to virtual-8086 mode (EFLAGS.VM = 1) is not implemented")
+        self.return_to(sel, new_eip, opsize, 0)
+        # CF PF AF ZF SF TF DF OF NT (+ RF AC ID for 32 bits); IF if CPL <= IOPL; IOPL at
+        # CPL 0 -- the CPL before the return decides.
         mask = 0x4DD5
         if opsize == 4:
             mask |= 0x250000
-        if self.cpl <= ((self.eflags >> 12) & 3):
+        if old_cpl <= ((self.eflags >> 12) & 3):
             mask |= F_IF
-        if self.cpl == 0:
+        if old_cpl == 0:
             mask |= F_IOPL
-        self.set_accessed()
-        self.load_seg_cache(CS, sel, self.d_lo, self.d_hi)
-        self.eip = new_eip
         self.set_eflags(flags, mask)
         return 0
+
+    def release_stack(self, count):
+        """ESP += count (SP for a 16-bit stack): RET imm16's release of parameters."""
+        if self.stack32:
+            self.regs[4] = (self.regs[4] + count) & MASK32
+        else:
+            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | ((self.regs[4] + count) & 0xFFFF)
+
+    def return_to(self, sel, new_eip, opsize, extra):
+        """The common part of RETF and IRET once CS:EIP are popped: checks on the code
+        segment, and for an outer ring the SS:ESP pop and the stack switch."""
+        rpl: cython.int = sel & 3
+        dpl: cython.int
+        hi: cython.uint
+        limit: cython.uint
+        cs_lo: cython.uint
+        cs_hi: cython.uint
+        cs_addr: cython.uint
+        new_esp: cython.uint
+        ss_sel: cython.uint
+        if (sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        if rpl < self.cpl:
+            self.fault(GP, sel & 0xFFFC)                # no return to an inner ring
+        self.read_descriptor(sel, 0)
+        hi = self.d_hi
+        dpl = (hi >> 13) & 3
+        if (hi & 0x1800) != 0x1800:
+            self.fault(GP, sel & 0xFFFC)
+        if (hi & 0x400 and dpl > rpl) or (not hi & 0x400 and dpl != rpl):
+            self.fault(GP, sel & 0xFFFC)
+        if not hi & 0x8000:
+            self.fault(NP, sel & 0xFFFC)
+        limit = (self.d_lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & 0x800000:
+            limit = (limit << 12) | 0xFFF
+        if opsize == 2:
+            new_eip &= 0xFFFF
+        if new_eip > limit:
+            self.fault(GP, 0)
+        if rpl == self.cpl:
+            self.set_accessed()
+            self.load_seg_cache(CS, sel, self.d_lo, self.d_hi)
+            self.eip = new_eip
+            return 0
+        # Outer privilege level: SS:ESP of the outer ring are on the stack too.
+        cs_lo = self.d_lo
+        cs_hi = self.d_hi
+        cs_addr = self.d_addr
+        new_esp = self.pop(opsize)
+        ss_sel = self.pop(opsize) & 0xFFFF
+        if (ss_sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        self.read_descriptor(ss_sel, 0)
+        if (ss_sel & 3) != rpl or (self.d_hi & 0x1A00) != 0x1200 or ((self.d_hi >> 13) & 3) != rpl:
+            self.fault(GP, ss_sel & 0xFFFC)
+        if not self.d_hi & 0x8000:
+            self.fault(SS_, ss_sel & 0xFFFC)
+        self.set_accessed()
+        self.load_seg_cache(SS, ss_sel, self.d_lo, self.d_hi)
+        self.d_lo = cs_lo
+        self.d_hi = cs_hi
+        self.d_addr = cs_addr
+        self.set_accessed()
+        self.load_seg_cache(CS, sel, cs_lo, cs_hi)
+        self.set_cpl(rpl)
+        self.eip = new_eip
+        if self.stack32:
+            self.regs[4] = new_esp
+        else:
+            self.regs[4] = (self.regs[4] & KEEP_HIGH16) | (new_esp & 0xFFFF)
+        self.release_stack(extra)
+        # A data segment the outer ring may not use (DPL < CPL, not conforming code) is nulled.
+        seg: cython.int
+        for seg in (ES, FS, GS, DS):
+            if self.seg_attr[seg] & 0x8000 and (self.seg_attr[seg] & 0xC00) != 0xC00 and \
+                    ((self.seg_attr[seg] >> 13) & 3) < rpl:
+                self.load_null_seg(seg, 0)
+        return 0
+
+    def set_cpl(self, cpl):
+        """A new current privilege level: code fetches are checked anew (U/S pages)."""
+        self.cpl = cpl
+        self.fetch_page = 0
 
     # ------------------------------------------------------------------------------------
     # Exceptions and interrupts (SDM Vol. 3 ch. 6)
@@ -2425,8 +2622,12 @@ class CPU:
         flags: cython.uint
         if idx + 7 > self.idtr_limit:
             self.fault(GP, idx | 2 | ext)
-        lo = self.lin_read((self.idtr_base + idx) & MASK32, 4)
-        hi = self.lin_read((self.idtr_base + idx + 4) & MASK32, 4)
+        self.supervisor_access += 1
+        try:
+            lo = self.lin_read((self.idtr_base + idx) & MASK32, 4)
+            hi = self.lin_read((self.idtr_base + idx + 4) & MASK32, 4)
+        finally:
+            self.supervisor_access -= 1
         typ = (hi >> 8) & 0x1F
         if typ != 0xE and typ != 0xF and typ != 0x6 and typ != 0x7:
             # Task gates (type 5) need task switching, not yet supported: #GP like a bad type.
@@ -2445,22 +2646,25 @@ class CPU:
             self.fault(GP, (sel & 0xFFFC) | ext)
         if not self.d_hi & 0x8000:
             self.fault(NP, (sel & 0xFFFC) | ext)
-        if not self.d_hi & 0x400 and ((self.d_hi >> 13) & 3) < self.cpl:
-            # A more privileged handler: stack switch through the TSS (not yet supported).
-            self.fault(GP, (sel & 0xFFFC) | ext)
         limit = (self.d_lo & 0xFFFF) | (self.d_hi & 0xF0000)
         if self.d_hi & 0x800000:
             limit = (limit << 12) | 0xFFF
         if offset > limit:
             self.fault(GP, ext)
         flags = self.get_eflags()
-        self.push(psize, flags)
-        self.push(psize, self.seg_sel[CS])
-        self.push(psize, self.eip)
+        new_cpl: cython.int = self.cpl
+        if not self.d_hi & 0x400 and ((self.d_hi >> 13) & 3) < self.cpl:
+            # A more privileged handler: switch to its stack, SS:ESP from the TSS.
+            new_cpl = (self.d_hi >> 13) & 3
+            self.switch_stack_inward(new_cpl, ext, psize, flags)
+        else:
+            self.push(psize, flags)
+            self.push(psize, self.seg_sel[CS])
+            self.push(psize, self.eip)
         if error_code >= 0:
             self.push(psize, error_code)
         self.set_accessed()
-        self.load_seg_cache(CS, (sel & 0xFFFC) | self.cpl, self.d_lo, self.d_hi)
+        self.load_seg_cache(CS, (sel & 0xFFFC) | new_cpl, self.d_lo, self.d_hi)
         self.eip = offset
         flags &= ~(F_TF | F_NT | F_RF | F_VM)
         if (typ & 1) == 0:                              # interrupt gate: IF cleared
@@ -2469,6 +2673,74 @@ class CPU:
         self.halted = False
         self.entered_handler = True
         return 0
+
+    def switch_stack_inward(self, new_cpl, ext, psize, flags):
+        """Interrupt to an inner ring (SDM INT n, INTER-PRIVILEGE-LEVEL-INTERRUPT): load SS:ESP
+        for `new_cpl` from the TSS, check them, and push the old SS, ESP, EFLAGS, CS and EIP
+        there. The code segment descriptor is in d_lo/d_hi and is kept there."""
+        cs_lo: cython.uint = self.d_lo
+        cs_hi: cython.uint = self.d_hi
+        cs_addr: cython.uint = self.d_addr
+        at: cython.uint
+        new_ss: cython.uint
+        new_esp: cython.uint
+        old_ss: cython.uint = self.seg_sel[SS]
+        old_esp: cython.uint = self.regs[4]
+        wide: cython.bint = (self.tr_attr & 0x800) != 0      # 32-bit TSS (type 9 or 11)
+        if flags & F_VM:
+            raise Unsupported("an interrupt from virtual-8086 mode is not implemented")
+        at = (new_cpl << 3) + 4 if wide else (new_cpl << 2) + 2
+        if (self.tr_sel & 0xFFFC) == 0 or at + (5 if wide else 3) > self.tr_limit:
+            self.fault(TS, (self.tr_sel & 0xFFFC) | ext)
+        self.supervisor_access += 1         # TSS and descriptor reads are supervisor accesses
+        try:
+            if wide:
+                new_esp = self.lin_read((self.tr_base + at) & MASK32, 4)
+                new_ss = self.lin_read((self.tr_base + at + 4) & MASK32, 2)
+            else:
+                new_esp = self.lin_read((self.tr_base + at) & MASK32, 2)
+                new_ss = self.lin_read((self.tr_base + at + 2) & MASK32, 2)
+            if (new_ss & 0xFFFC) == 0:
+                self.fault(TS, ext)
+            self.read_descriptor_for(new_ss, ext, TS)
+        finally:
+            self.supervisor_access -= 1
+        if (new_ss & 3) != new_cpl or (self.d_hi & 0x1A00) != 0x1200 or \
+                ((self.d_hi >> 13) & 3) != new_cpl:
+            self.fault(TS, (new_ss & 0xFFFC) | ext)
+        if not self.d_hi & 0x8000:
+            self.fault(SS_, (new_ss & 0xFFFC) | ext)
+        # Switch, push; a fault while pushing puts the old stack and ring back.
+        ss_cache = self.save_segment(SS)
+        old_cpl: cython.int = self.cpl
+        self.set_accessed()
+        self.load_seg_cache(SS, new_ss, self.d_lo, self.d_hi)
+        self.set_cpl(new_cpl)
+        self.regs[4] = new_esp if self.stack32 else (self.regs[4] & KEEP_HIGH16) | (new_esp & 0xFFFF)
+        try:
+            self.push(psize, old_ss)
+            self.push(psize, old_esp)
+            self.push(psize, flags)
+            self.push(psize, self.seg_sel[CS])
+            self.push(psize, self.eip)
+        except CPUFault:
+            self.restore_segment(SS, ss_cache)
+            self.set_cpl(old_cpl)
+            raise
+        self.d_lo = cs_lo
+        self.d_hi = cs_hi
+        self.d_addr = cs_addr
+        return 0
+
+    def save_segment(self, seg):
+        return (self.seg_sel[seg], self.seg_base[seg], self.seg_limit[seg], self.seg_attr[seg],
+                self.seg_lo[seg], self.seg_hi[seg], self.seg_rd[seg], self.seg_wr[seg],
+                self.stack32, self.code32, self.cs_flat)
+
+    def restore_segment(self, seg, saved):
+        (self.seg_sel[seg], self.seg_base[seg], self.seg_limit[seg], self.seg_attr[seg],
+         self.seg_lo[seg], self.seg_hi[seg], self.seg_rd[seg], self.seg_wr[seg],
+         self.stack32, self.code32, self.cs_flat) = saved
 
     def soft_exception(self, vector):
         """INT3 / INTO: exceptions raised by an instruction as a trap (EIP already next)."""
