@@ -124,9 +124,9 @@ def test_lar_lsl_verr_verw():
         hlt
     """, gdt=GDT)
     cpu.emu_start(CODE, 0)
-    # accessed data, G, D/B; bits 19:16 (the limit's) are undefined by the SDM ("00FxFF00H"):
-    # pyvmm clears them, as QEMU does
-    assert cpu.reg_read("ebx") == 0x00C09300
+    # data (never loaded, so not accessed), G, D/B; bits 19:16 (the limit's) are undefined by
+    # the SDM ("00FxFF00H"): pyvmm clears them, as QEMU does
+    assert cpu.reg_read("ebx") == 0x00C09200
     assert cpu.reg_read("ecx") == 0xFFFFFFFF
     assert cpu.reg_read("dl") == 1 and cpu.reg_read("dh") == 1   # ring-0 data: readable, writable
     assert cpu.reg_read("al") == 1                               # code is not writable
