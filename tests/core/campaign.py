@@ -275,7 +275,7 @@ def wild_setup(cpu, rng, code):
 
 def wild_run(cpu_class, code, rng, steps=64):
     """Run random code; returns the outcome text, or raises whatever pyvmm raised if that
-    is not a clean stop, a GuestFault or UnmappedMemory."""
+    is not a clean stop, a GuestFault, UnmappedMemory or Unsupported."""
     import pyvmm
     mod = sys.modules[cpu_class.__module__]
     faults = tuple({pyvmm.GuestFault, getattr(mod, "GuestFault", pyvmm.GuestFault)})
@@ -296,6 +296,8 @@ def wild_run(cpu_class, code, rng, steps=64):
         outcome = f"fault {e.vector}"
     except unmapped as e:
         outcome = f"unmapped {e.address:#x}"
+    except pyvmm.Unsupported as e:             # a clean stop: a feature not implemented yet
+        outcome = f"unsupported: {e}"
     for name in T.REG32 + ("eip", "eflags", "cs", "ds", "ss", "es", "fs", "gs"):
         cpu.reg_read(name)
     cpu.mem_read(T.DATA_BASE, 16)

@@ -7,7 +7,8 @@
     something that cannot be locked is checked on pyvmm alone: it must raise #UD.
 (b) Never crashes the host: random bytes (several instructions), random registers and
     flags (sometimes TF), sometimes garbage IDT/GDT or paging on random memory, on pyvmm
-    only: each run must end cleanly, in GuestFault or in UnmappedMemory; never another
+    only: each run must end cleanly, in GuestFault, UnmappedMemory or Unsupported (a
+    feature not implemented yet, stopped cleanly); never another
     Python exception. A child process runs a batch too, so that a segfault of the compiled
     core is reported with the input that caused it instead of killing pytest.
 
