@@ -60,6 +60,10 @@ cdef class CPU:
     cdef bint stack32                    # SS.B: ESP (not SP) is the stack pointer
     cdef public unsigned long long icount
     cdef public bint halted
+    cdef public bint intr_line            # INTR: an interrupt controller has one for us
+    cdef public object intr_acknowledge   # callable() -> vector: the INTA cycle
+    cdef unsigned long long inhibit_at    # STI / MOV SS shadow: that instruction can't be interrupted
+    cdef public unsigned long long interrupts   # external interrupts taken
 
     # -- lazy arithmetic flags ---------------------------------------------------------------
     cdef int cc_op
@@ -224,6 +228,8 @@ cdef class CPU:
     cdef int deliver(self, int vector, long long error_code, bint software) except -1
     cdef int soft_exception(self, int vector) except -1
     cdef int raise_exception(self, int vector, long long error_code) except -1
+    @cython.locals(vector=cython.int, esp=cython.uint)
+    cdef int interrupt_window(self) except -1
     cdef int single_step_trap(self) except -1
     @cython.locals(r=cython.int, tf=cython.uint)
     cdef int run_inner(self, unsigned long long limit) except -1

@@ -233,6 +233,7 @@ class CPU:
             self.dec_table[i] = table[i]
         self.mem = memory if memory is not None else PhysicalMemory()
         self.io = None
+        self.intr_acknowledge = None
         self.exception_intercept = 0
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
@@ -273,6 +274,9 @@ class CPU:
         self.soft_vector = -1
         self.entered_handler = False
         self.dr6 = 0xFFFF0FF0
+        self.intr_line = False
+        self.inhibit_at = 0
+        self.interrupts = 0
         self.fetch_page = 0
         self.fetch_frame = 0
         self.fetch_ppage = 0
@@ -373,6 +377,7 @@ class CPU:
         UnmappedMemory for an access to unmapped guest-physical memory."""
         self.eip = begin & MASK32
         self.until = until & MASK32         # for this run only (see run_until)
+        self.halted = False                 # as Unicorn: start executing at `begin`
         self.exit_request = 0
         budget = self.icount + count if count else 0xFFFFFFFFFFFFFFFF
         reason = self.run_until(budget)
@@ -1320,6 +1325,8 @@ class CPU:
             if op == 0xFA:
                 self.eflags &= ~F_IF
             else:
+                if not self.eflags & F_IF:
+                    self.inhibit_at = self.icount + 1   # the next instruction runs first
                 self.eflags |= F_IF
         elif op == 0xF4:                                # HLT
             if self.cpl != 0:
@@ -1342,6 +1349,8 @@ class CPU:
         elif op in (0x07, 0x17, 0x1F):                  # POP ES/SS/DS
             v = self.pop(osz)
             self.load_data_seg(op >> 3, v & 0xFFFF)
+            if op == 0x17:
+                self.inhibit_at = self.icount + 1
         elif op == 0x8C:                                # MOV Ev, Sreg
             if self.cur.reg > 5:
                 self.fault(UD, -1)
@@ -1351,6 +1360,8 @@ class CPU:
             if self.cur.reg > 5 or self.cur.reg == CS:
                 self.fault(UD, -1)
             self.load_data_seg(self.cur.reg, self.read_rm(2))
+            if self.cur.reg == SS:
+                self.inhibit_at = self.icount + 1       # so that MOV ESP can follow MOV SS
         elif op == 0xEA:                                # JMP ptr16:16/32
             self.far_jump(self.cur.imm2, self.cur.imm, False, osz)
         elif op == 0x9A:                                # CALL ptr16:16/32
@@ -2753,6 +2764,29 @@ class CPU:
         self.soft_vector = -1
         return 0
 
+    def interrupt_window(self):
+        """Between two instructions: take an external interrupt if INTR is up, IF is set
+        and no STI / MOV SS shadow covers the next instruction (SDM 6.8.3); a halted CPU
+        stays halted until then."""
+        vector: cython.int
+        esp: cython.uint
+        if self.intr_line and self.eflags & F_IF and self.icount != self.inhibit_at:
+            vector = self.intr_acknowledge() & 0xFF     # the INTA cycle: the PIC names it
+            esp = self.regs[4]
+            self.i_start = self.eip
+            self.i_esp = esp
+            self.interrupts += 1
+            try:
+                self.deliver(vector, -1, False)
+            except CPUFault as f:
+                self.regs[4] = esp
+                return self.raise_exception(f.vector, f.error_code)
+            self.icount += 1            # the delivery is a step of guest time
+            return 0
+        if self.halted:
+            return EXIT_HLT
+        return 0
+
     def single_step_trap(self):
         if self.entered_handler:
             return 0            # INT n/INT3/INTO: the handler runs with TF clear
@@ -2817,6 +2851,10 @@ class CPU:
     # ------------------------------------------------------------------------------------
     def run_inner(self, limit):
         while self.icount < limit:
+            if self.intr_line or self.halted:
+                r = self.interrupt_window()
+                if r:
+                    return r
             if self.eip == self.until:
                 return EXIT_UNTIL
             self.i_esp = self.regs[4]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import DebugConsole, DebugExit, UART16550
+from .devices import PIT8254, DebugConsole, DebugExit, PICPair, UART16550
 from .multiboot import load, read_kernel
 from .portbus import PortBus
 
@@ -50,6 +50,12 @@ class PC:
         self.ports.register(self.debug_exit, 0xF4, 4)
         self.debugcon = DebugConsole(debugcon if debugcon is not None else sys.stderr.buffer)
         self.ports.register(self.debugcon, 0xE9, 1)
+        self.pic = PICPair(self.cpu)
+        self.ports.register(self.pic.master, 0x20, 2)
+        self.ports.register(self.pic.slave, 0xA0, 2)
+        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.pic.raise_irq(0))
+        self.ports.register(self.pit, 0x40, 4)
+        self.timers = [self.pit]        # devices whose events are due at an instruction count
         self.exit_status = None
 
     def _guest_exit(self, status):
@@ -71,17 +77,29 @@ class PC:
         t0 = time.perf_counter()
         try:
             while True:
-                reason = tracer.run(budget) if tracer else ExitReason(cpu.run(budget))
+                # Run up to the next device event (a timer interrupt): time is the
+                # instruction count, so every run sees its interrupts at the same points.
+                event = self.next_event()
+                stop = budget if event is None else min(budget, event)
+                reason = tracer.run(stop) if tracer else ExitReason(cpu.run(stop))
+                self.advance_devices()
                 if reason == ExitReason.REQUEST and self.exit_status is not None:
                     return self._result("exit", self.exit_status, t0, start_count)
                 if reason == ExitReason.HLT:
-                    # Nothing can interrupt this CPU yet (no interrupt controllers), so a
-                    # HLT is the end: the guest stopped itself.
-                    why = "with interrupts disabled" if not cpu.reg_read("eflags") & 0x200 \
-                        else "and no device can wake it"
-                    return self._result("halt", STATUS_HALTED, t0, start_count,
-                                        f"the guest halted at EIP={cpu.eip:#010x} {why}")
+                    if cpu.intr_line and cpu.reg_read("eflags") & 0x200:
+                        continue                        # an interrupt is ready: it wakes the CPU
+                    event = self.next_event()
+                    if not cpu.reg_read("eflags") & 0x200 or event is None or event >= budget:
+                        why = "with interrupts disabled" if not cpu.reg_read("eflags") & 0x200 \
+                            else "and no device will interrupt it"
+                        return self._result("halt", STATUS_HALTED, t0, start_count,
+                                            f"the guest halted at EIP={cpu.eip:#010x} {why}")
+                    cpu.icount = max(cpu.icount, event)  # a halted CPU lets time pass
+                    self.advance_devices()
+                    continue
                 if reason == ExitReason.COUNT:
+                    if cpu.icount < budget:
+                        continue                        # a device event, not the budget
                     return self._result("budget", STATUS_BUDGET, t0, start_count,
                                         f"stopped after {cpu.icount - start_count:,} instructions "
                                         f"(--max-instructions) at EIP={cpu.eip:#010x}")
@@ -96,6 +114,14 @@ class PC:
                                         f"stopped: {cpu.last_exit}")
         finally:
             self.uart.sink.flush()
+
+    def next_event(self):
+        events = [t for t in (timer.next_event() for timer in self.timers) if t is not None]
+        return min(events) if events else None
+
+    def advance_devices(self):
+        for timer in self.timers:
+            timer.advance(self.cpu.icount)
 
     def _result(self, reason, status, t0, start_count, message=""):
         return RunResult(reason, status, self.cpu.icount - start_count,
