@@ -53,7 +53,9 @@ class PC:
         self.pic = PICPair(self.cpu)
         self.ports.register(self.pic.master, 0x20, 2)
         self.ports.register(self.pic.slave, 0xA0, 2)
-        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.pic.raise_irq(0))
+        # A reprogrammed timer ends the CPU's current run so the next deadline is seen.
+        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.pic.raise_irq(0),
+                           self.cpu.request_exit)
         self.ports.register(self.pit, 0x40, 4)
         self.timers = [self.pit]        # devices whose events are due at an instruction count
         self.exit_status = None

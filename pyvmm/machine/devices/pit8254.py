@@ -14,9 +14,10 @@ class PIT8254:
     name = "pit8254"
     io_size = 1
 
-    def __init__(self, clock, fire_irq0):
+    def __init__(self, clock, fire_irq0, rescheduled=lambda: None):
         self.clock = clock              # callable() -> the CPU's instruction count now
         self.fire_irq0 = fire_irq0
+        self.rescheduled = rescheduled  # called when next_event() changes under a running CPU
         self.reload = [0x10000, 0x10000, 0x10000]
         self.mode = [0, 0, 0]
         self.access = [3, 3, 3]         # 1: LSB, 2: MSB, 3: LSB then MSB
@@ -110,3 +111,4 @@ class PIT8254:
         if channel == 0:
             self.start = self.ticks(self.clock())
             self.next_fire = self.start + self.reload[0]
+            self.rescheduled()

@@ -1,0 +1,134 @@
+"""External interrupts: the 8254 PIT ticking IRQ 0 through the 8259A PICs into the CPU, with
+HLT waking on each tick, EOI, masks, and time counted in instructions (deterministic)."""
+import io
+import struct
+
+import pytest
+
+from pyvmm.machine import PC
+from pyvmm.machine.devices.pit8254 import GUEST_HZ, PIT_HZ
+from pyvmm.machine.multiboot import GDT, GDT_ADDRESS
+from tests.asm import assemble
+
+BASE = 0x100000
+PIT_RELOAD = 11932              # ~100 Hz
+
+
+def program(ticks_wanted, body="hlt"):
+    return f"""
+        mov esp, 0x90000
+        mov eax, offset irq0            /* IDT entry 0x20: interrupt gate to irq0 */
+        mov word ptr [idt + 0x20 * 8], ax
+        mov word ptr [idt + 0x20 * 8 + 2], 0x08
+        mov word ptr [idt + 0x20 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 0x20 * 8 + 6], ax
+        lidt [idtr]
+        mov al, 0x11
+        out 0x20, al            /* ICW1: edge, cascade, ICW4 follows */
+        out 0xA0, al
+        mov al, 0x20
+        out 0x21, al            /* ICW2: master vectors 0x20-0x27 */
+        mov al, 0x28
+        out 0xA1, al            /* slave 0x28-0x2F */
+        mov al, 4
+        out 0x21, al            /* ICW3 */
+        mov al, 2
+        out 0xA1, al
+        mov al, 1
+        out 0x21, al            /* ICW4: 8086 mode */
+        out 0xA1, al
+        mov al, 0xFE
+        out 0x21, al            /* unmask IRQ 0 only */
+        mov al, 0xFF
+        out 0xA1, al
+        mov al, 0x34
+        out 0x43, al            /* channel 0, LSB then MSB, mode 2 */
+        mov ax, {PIT_RELOAD}
+        out 0x40, al
+        mov al, ah
+        out 0x40, al
+        sti
+    wait:
+        {body}
+        cmp dword ptr [ticks], {ticks_wanted}
+        jb wait
+        mov eax, [ticks]
+        out 0xF4, al            /* exit status (ticks << 1) | 1 */
+    irq0:
+        inc dword ptr [ticks]
+        mov al, 0x20
+        out 0x20, al            /* EOI */
+        iretd
+        .align 4
+    ticks: .long 0
+    idtr: .word 0x30 * 8 - 1
+          .long idt
+    idt:
+        .rept 0x30
+        .quad 0
+        .endr
+    """
+
+
+def machine(source):
+    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
+    cpu = pc.cpu
+    cpu.mem_write(BASE, assemble(source, BASE))
+    cpu.mem_write(GDT_ADDRESS, GDT)
+    cpu.reg_write("gdtr_base", GDT_ADDRESS)
+    cpu.reg_write("gdtr_limit", len(GDT) - 1)
+    cpu.reg_write("eip", BASE)
+    cpu.reg_write("cs", 0x08)
+    for seg in ("ds", "es", "ss"):
+        cpu.reg_write(seg, 0x10)
+    return pc
+
+
+def test_pit_ticks_wake_a_halted_cpu():
+    pc = machine(program(10))
+    result = pc.run(max_instructions=100_000_000)
+    assert result.reason == "exit" and result.status == (10 << 1) | 1
+    assert pc.cpu.interrupts == 10
+    # 10 ticks of ~100 Hz are ~0.1 s of guest time: ~10 million instructions at GUEST_HZ,
+    # almost all of them spent halted
+    expected = 10 * PIT_RELOAD * GUEST_HZ // PIT_HZ
+    assert abs(pc.cpu.icount - expected) < 1000
+
+
+def test_busy_loop_is_interrupted_too_and_runs_are_deterministic():
+    counts = []
+    for _ in range(2):
+        pc = machine(program(3, body="nop"))
+        result = pc.run(max_instructions=100_000_000)
+        assert result.status == (3 << 1) | 1
+        counts.append(pc.cpu.icount)
+    assert counts[0] == counts[1]
+
+
+def test_masked_irq_never_arrives_and_halt_ends_the_run():
+    pc = machine(program(1).replace("mov al, 0xFE\n        out 0x21, al", "mov al, 0xFF\n        out 0x21, al"))
+    result = pc.run(max_instructions=50_000_000)
+    # the CPU halts with IF=1 but the only timer's IRQ is masked: it waits until the budget
+    assert result.reason in ("halt", "budget") and pc.cpu.interrupts == 0
+
+
+def test_sti_shadow_delays_the_interrupt_by_one_instruction():
+    pc = machine("sti\n mov ebx, 1\n mov ecx, 2\n hlt")
+    cpu = pc.cpu
+    # vector 0x20 -> a HLT; the interrupt is pending before STI runs
+    handler = BASE + 0x100
+    cpu.mem_write(handler, b"\xf4")
+    idt = bytearray(0x21 * 8)
+    struct.pack_into("<HHHH", idt, 0x20 * 8, handler & 0xFFFF, 0x08, 0x8E00, handler >> 16)
+    cpu.mem_write(0x3000, bytes(idt))
+    cpu.reg_write("idtr_base", 0x3000)
+    cpu.reg_write("idtr_limit", len(idt) - 1)
+    cpu.reg_write("esp", 0x9000)
+    cpu.intr_line = True
+    cpu.intr_acknowledge = lambda: 0x20
+    cpu.emu_start(BASE, 0)
+    # STI's shadow lets `mov ebx, 1` run; then the interrupt is taken before `mov ecx, 2`
+    assert cpu.reg_read("ebx") == 1 and cpu.reg_read("ecx") == 0
+    assert cpu.eip == handler + 1
+    assert struct.unpack("<I", cpu.mem_read(0x9000 - 12, 4))[0] == BASE + 6     # saved EIP
