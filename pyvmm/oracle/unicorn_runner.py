@@ -204,6 +204,9 @@ KNOWN_DEVIATIONS: List[Deviation] = [
 # (tests/core/templates.py) simply do not generate the input, and test_harness_api.py checks
 # pyvmm's behaviour on it against the SDM instead. Each entry: what, and what the SDM says.
 UNICORN_LIMITS = (
+    ("LTR with a null selector",
+     "QEMU loads an invalid TR; SDM LTR: '#GP(0) If the source operand contains a NULL segment "
+     "selector.' The templates skip the descriptor-table instructions; test_privilege.py checks them."),
     ("RET imm16 / RETF imm16 with imm16 >= 0x8000",
      "QEMU loads the immediate sign-extended (x86_ldsw_code); SDM RET: 'imm16 ... number of "
      "bytes to release', ESP += imm16 zero-extended. Templates keep imm16 < 0x8000."),

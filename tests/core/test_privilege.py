@@ -137,3 +137,12 @@ def test_lar_from_ring3_does_not_see_ring0_descriptors():
     cpu = ring3_machine("mov ax, 0x10\n lar ebx, ax\n setnz cl\n mov ax, 0x23\n lar edx, ax\n setz ch\n jmp .")
     cpu.emu_start(CODE, 0, count=100)
     assert cpu.reg_read("cl") == 1 and cpu.reg_read("ch") == 1
+
+
+def test_ltr_checks_its_selector():
+    # null -> #GP(0); a data segment -> #GP(selector); the TSS -> loaded and busy
+    for source, error in (("xor eax, eax\n ltr ax", 0), ("mov ax, 0x10\n ltr ax", 0x10)):
+        cpu = machine(source + "\n hlt", gdt=GDT, idt=[gate(0x08, GP_HANDLER)] * 32)
+        cpu.mem_write(GP_HANDLER, test_system.assemble("mov esi, [esp]\n hlt", GP_HANDLER))
+        cpu.emu_start(CODE, 0)
+        assert cpu.eip == GP_HANDLER + 4 and cpu.reg_read("esi") == error
