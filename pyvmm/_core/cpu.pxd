@@ -59,8 +59,9 @@ cdef class CPU:
     cdef bint cs_flat                    # CS covers 4 GiB from 0: fetches need no limit check
     cdef bint stack32                    # SS.B: ESP (not SP) is the stack pointer
     cdef public unsigned long long icount
-    cdef public bint halted
-    cdef public bint intr_line            # INTR: an interrupt controller has one for us
+    cdef bint is_halted                   # after HLT (the `halted` property)
+    cdef bint intr_pending                # INTR (the `intr_line` property)
+    cdef bint attention                   # intr_pending or is_halted: the loop looks closer
     cdef public object intr_acknowledge   # callable() -> vector: the INTA cycle
     cdef unsigned long long inhibit_at    # STI / MOV SS shadow: that instruction can't be interrupted
     cdef public unsigned long long interrupts   # external interrupts taken
@@ -108,8 +109,10 @@ cdef class CPU:
     cdef int fault(self, int vector, long long error_code) except -1
     cdef int64_t seg_check(self, int seg, unsigned int off, int size, bint write) except -1
     cdef int phys_frame(self, unsigned int pa, int size, bint write) except -2
-    cdef int64_t phys_read(self, unsigned int pa, int size) except -1
-    cdef int phys_write(self, unsigned int pa, int size, unsigned int value) except -1
+    cdef inline int64_t phys_read(self, unsigned int pa, int size) except -1
+    cdef int64_t phys_read_slow(self, unsigned int pa, int size) except -1
+    cdef inline int phys_write(self, unsigned int pa, int size, unsigned int value) except -1
+    cdef int phys_write_slow(self, unsigned int pa, int size, unsigned int value) except -1
     cdef inline int64_t lin_read(self, unsigned int lin, int size) except -1
     cdef inline int lin_write(self, unsigned int lin, int size, unsigned int value) except -1
     cdef inline int64_t read(self, int seg, unsigned int off, int size) except -1
@@ -231,6 +234,7 @@ cdef class CPU:
     @cython.locals(vector=cython.int, esp=cython.uint)
     cdef int interrupt_window(self) except -1
     cdef int single_step_trap(self) except -1
+    cdef void set_halted(self, bint halted) noexcept
     @cython.locals(r=cython.int, tf=cython.uint)
     cdef int run_inner(self, unsigned long long limit) except -1
     @cython.locals(r=cython.int)

@@ -252,6 +252,7 @@ class CPU:
         self.cc_op = CC_EAGER
         self.cc_size = 4
         self.cc_a = self.cc_b = self.cc_res = self.cc_cf = 0
+        self.code32 = self.stack32 = self.cs_flat = False
         for i in range(6):
             # Selector 0 with a flat 4 GiB cache, as after Unicorn's reset. Code: type 0xB
             # (execute/read, accessed), data: type 0x3 (read/write, accessed); D/B=1, G=1.
@@ -268,13 +269,14 @@ class CPU:
         self.cr2 = self.cr3 = self.cr4 = 0
         self.cpl = 0
         self.icount = 0
-        self.halted = False
+        self.intr_pending = False
+        self.set_halted(False)
         self.exit_request = 0
         self.until = NO_UNTIL
         self.soft_vector = -1
         self.entered_handler = False
         self.dr6 = 0xFFFF0FF0
-        self.intr_line = False
+        self.intr_pending = False
         self.inhibit_at = 0
         self.interrupts = 0
         self.fetch_page = 0
@@ -377,7 +379,7 @@ class CPU:
         UnmappedMemory for an access to unmapped guest-physical memory."""
         self.eip = begin & MASK32
         self.until = until & MASK32         # for this run only (see run_until)
-        self.halted = False                 # as Unicorn: start executing at `begin`
+        self.set_halted(False)                 # as Unicorn: start executing at `begin`
         self.exit_request = 0
         budget = self.icount + count if count else 0xFFFFFFFFFFFFFFFF
         reason = self.run_until(budget)
@@ -397,6 +399,25 @@ class CPU:
             return self.run(budget)
         finally:
             self.until = NO_UNTIL
+
+    @property
+    def halted(self):
+        """True after HLT, until an interrupt (or a new emu_start)."""
+        return self.is_halted
+
+    @property
+    def intr_line(self):
+        """INTR: an interrupt controller has an interrupt for this CPU."""
+        return self.intr_pending
+
+    @intr_line.setter
+    def intr_line(self, level):
+        self.intr_pending = bool(level)
+        self.attention = self.intr_pending or self.is_halted
+
+    def set_halted(self, halted):
+        self.is_halted = halted
+        self.attention = self.intr_pending or halted
 
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
@@ -470,9 +491,14 @@ class CPU:
                 return (v << 8) | self.mem.ram[o]
             v = self.mem.ram[o + 1]
             return (v << 8) | self.mem.ram[o]
-        # Unmapped, or the access crosses into the next page: byte by byte, after checking
-        # every byte in order (so an unmapped access names its first unmapped byte).
-        v = 0
+        return self.phys_read_slow(pa, size)
+
+    def phys_read_slow(self, pa, size):
+        """Unmapped, or the access crosses into the next page: byte by byte, after checking
+        every byte in order (so an unmapped access names its first unmapped byte)."""
+        v: cython.uint = 0
+        o: cython.uint
+        frame: cython.int
         i: cython.int
         for i in range(size):
             self.phys_frame((pa + i) & MASK32, size, False)
@@ -505,7 +531,14 @@ class CPU:
                     self.mem.ram[o + 2] = (value >> 16) & 0xFF
                     self.mem.ram[o + 3] = (value >> 24) & 0xFF
             return 0
-        # Check every byte's page before writing any: a write is all or nothing.
+        return self.phys_write_slow(pa, size, value)
+
+    def phys_write_slow(self, pa, size, value):
+        """Unmapped, or across a page boundary: check every byte's page before writing any
+        (a write is all or nothing), then byte by byte."""
+        o: cython.uint
+        frame: cython.int
+        i: cython.int
         for i in range(size):
             self.phys_frame((pa + i) & MASK32, size, True)
         for i in range(size):
@@ -848,7 +881,6 @@ class CPU:
         if self.dcache[idx].tag == lin and (lin >> 12) + 1 == self.fetch_page and \
                 self.dcache[idx].ppage == self.fetch_ppage and \
                 self.dcache[idx].gen == self.mem.page_gen[self.fetch_ppage] and \
-                self.dcache[idx].code32 == self.code32 and \
                 (self.cs_flat or self.in_cs_limit(self.dcache[idx].len)):
             self.cur = self.dcache[idx]
             self.eip = (self.eip + self.cur.len) & MASK32
@@ -1331,7 +1363,7 @@ class CPU:
         elif op == 0xF4:                                # HLT
             if self.cpl != 0:
                 self.fault(GP, 0)
-            self.halted = True
+            self.set_halted(True)
             self.exit_request = EXIT_HLT
         elif op == 0xCC:                                # INT3: a trap, saved EIP is the next one
             self.soft_exception(BP)
@@ -2365,6 +2397,8 @@ class CPU:
                 self.seg_lo[seg] = 0
                 self.seg_hi[seg] = limit
         if seg == CS:
+            if self.code32 != ((hi & 0x400000) != 0):
+                self.flush_decode_cache()       # decodes depend on the default operand size
             self.code32 = (hi & 0x400000) != 0
             # base 0, 4 GiB, expand-up: no limit check is needed to fetch anywhere
             self.cs_flat = self.seg_base[CS] == 0 and self.seg_lo[CS] == 0 and self.seg_hi[CS] == MASK32
@@ -2681,7 +2715,7 @@ class CPU:
         if (typ & 1) == 0:                              # interrupt gate: IF cleared
             flags &= ~F_IF
         self.eflags = flags
-        self.halted = False
+        self.set_halted(False)
         self.entered_handler = True
         return 0
 
@@ -2770,7 +2804,7 @@ class CPU:
         stays halted until then."""
         vector: cython.int
         esp: cython.uint
-        if self.intr_line and self.eflags & F_IF and self.icount != self.inhibit_at:
+        if self.intr_pending and self.eflags & F_IF and self.icount != self.inhibit_at:
             vector = self.intr_acknowledge() & 0xFF     # the INTA cycle: the PIC names it
             esp = self.regs[4]
             self.i_start = self.eip
@@ -2783,7 +2817,7 @@ class CPU:
                 return self.raise_exception(f.vector, f.error_code)
             self.icount += 1            # the delivery is a step of guest time
             return 0
-        if self.halted:
+        if self.is_halted:
             return EXIT_HLT
         return 0
 
@@ -2851,7 +2885,7 @@ class CPU:
     # ------------------------------------------------------------------------------------
     def run_inner(self, limit):
         while self.icount < limit:
-            if self.intr_line or self.halted:
+            if self.attention:
                 r = self.interrupt_window()
                 if r:
                     return r
