@@ -17,7 +17,7 @@ cdef int DEC_IMM_MASK, DEC_MODRM, DEC_VALID, DEC_MEMONLY, DEC_LOCK
 cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
 cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
 cdef int EXIT_UNSUPPORTED
-cdef int DE, DB, BP, OF_, UD, DF_, TS, NP, SS_, GP, PF
+cdef int DE, DB, BP, OF_, BR, UD, NM, DF_, TS, NP, SS_, GP, PF
 
 # One decoded instruction (the decoder's output; the decode cache holds copies).
 cdef struct Decoded:

@@ -127,7 +127,9 @@ DE = 0
 DB = 1
 BP = 3
 OF_ = 4
+BR = 5
 UD = 6
+NM = 7
 DF_ = 8
 TS = 10
 NP = 11
@@ -950,7 +952,9 @@ class CPU:
             self.cur.reg = 0
             self.cur.rm = 0
         if not (entry & DEC_VALID):
-            self.fault(UD, -1)
+            if b >= 0xD8 and b <= 0xDF and self.cr0 & 0xC:
+                self.fault(NM, -1)      # x87 escape with CR0.EM or CR0.TS: the OS may emulate
+            self.fault(UD, -1)          # (there is no FPU: otherwise it is not an instruction)
         if self.cur.lock and (not (entry & DEC_LOCK) or self.cur.mod == 3):
             self.fault(UD, -1)          # LOCK only on a read-modify-write of memory
         if self.cur.mod == 3 and entry & DEC_MEMONLY:
@@ -1376,6 +1380,16 @@ class CPU:
                 self.soft_exception(OF_)
         elif op == 0xCF:
             self.iret(osz)
+        elif op == 0x62:                                # BOUND: #BR if outside [lower, upper]
+            lin = self.ea()
+            a = self.read(self.cur.ea_seg, lin, osz)
+            b = self.read(self.cur.ea_seg, (lin + osz) & MASK32, osz)
+            v = self.get_reg(osz, self.cur.reg)
+            if sext(v, osz) < sext(a, osz) or sext(v, osz) > sext(b, osz):
+                self.fault(BR, -1)
+        elif op == 0x9B:                                # WAIT: #NM when CR0.TS and CR0.MP
+            if (self.cr0 & 0xA) == 0xA:
+                self.fault(NM, -1)
         elif op in (0x06, 0x0E, 0x16, 0x1E):            # PUSH ES/CS/SS/DS
             self.push(osz, self.seg_sel[op >> 3])
         elif op in (0x07, 0x17, 0x1F):                  # POP ES/SS/DS
@@ -2052,9 +2066,25 @@ class CPU:
         return 0
 
     def io_allowed(self, port, size):
-        """IN/OUT/INS/OUTS at CPL > IOPL need the TSS I/O permission bitmap, which arrives
-        with the TSS; until then such an access is refused with #GP(0)."""
-        if self.cpl > ((self.eflags >> 12) & 3):
+        """IN/OUT/INS/OUTS at CPL > IOPL: allowed only if the 32-bit TSS's I/O permission
+        bitmap has a 0 for every byte of the port range (SDM Vol. 1 19.5.2); else #GP(0)."""
+        base: cython.uint
+        bits: cython.uint
+        at: cython.uint
+        if self.cpl <= ((self.eflags >> 12) & 3):
+            return 0
+        if (self.tr_sel & 0xFFFC) == 0 or not self.tr_attr & 0x800 or self.tr_limit < 0x67:
+            self.fault(GP, 0)                           # no 32-bit TSS: no bitmap
+        self.supervisor_access += 1
+        try:
+            base = self.lin_read((self.tr_base + 0x66) & MASK32, 2)
+            at = base + (port >> 3)
+            if at + 1 > self.tr_limit:                  # the two bytes holding the bits
+                self.fault(GP, 0)
+            bits = self.lin_read((self.tr_base + at) & MASK32, 2)
+        finally:
+            self.supervisor_access -= 1
+        if (bits >> (port & 7)) & ((1 << size) - 1):
             self.fault(GP, 0)
         return 0
 

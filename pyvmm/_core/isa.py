@@ -249,6 +249,8 @@ def _rows():
     add("loope", 0xE1, "Jb", family="branch")
     add("loop", 0xE2, "Jb", family="branch")
     add("jecxz", 0xE3, "Jb", family="branch")
+    add("bound", 0x62, "Gv,Ma", family="interrupt")
+    add("wait", 0x9B, family="misc")
     add("int3", 0xCC, family="interrupt")
     add("int", 0xCD, "Ib", family="interrupt")
     add("into", 0xCE, family="interrupt")

@@ -49,6 +49,7 @@ def ring3_machine(user_code, idt_extra=()):
         [gate(0x08, HANDLER, dpl=3)]
     cpu = machine(TO_RING3 + user_code, gdt=GDT, idt=idt)
     cpu.mem_write(TSS, struct.pack("<III", 0, KSTACK, 0x10))      # link, ESP0, SS0
+    cpu.mem_write(TSS + 0x66, struct.pack("<H", 0x68))            # I/O map base: no map
     # int 0x80: record the frame the CPU pushed, then return to ring 3
     cpu.mem_write(HANDLER, test_system.assemble(
         "mov eax, [esp]\n mov ebx, [esp+4]\n mov ecx, [esp+12]\n mov edx, [esp+16]\n"
@@ -146,3 +147,20 @@ def test_ltr_checks_its_selector():
         cpu.mem_write(GP_HANDLER, test_system.assemble("mov esi, [esp]\n hlt", GP_HANDLER))
         cpu.emu_start(CODE, 0)
         assert cpu.eip == GP_HANDLER + 4 and cpu.reg_read("esi") == error
+
+
+def test_io_permission_bitmap_at_cpl3():
+    # TSS with an I/O map at 0x68: port 0x60 allowed (bit clear), 0x64 denied (bit set)
+    gdt = GDT[:5] + [descriptor(TSS, 0x68 + 0x2000 // 8 + 1, 0x89, 0x0)]
+    idt = [gate(0x08, GP_HANDLER)] * 32
+    cpu = machine(TO_RING3 + "in al, 0x60\n mov ebx, 1\n in al, 0x64\n mov ecx, 1\n jmp .",
+                  gdt=gdt, idt=idt)
+    bitmap = bytearray(b"\xff" * (0x2000 // 8 + 1))
+    bitmap[0x60 // 8] &= ~(1 << (0x60 % 8))
+    cpu.mem_write(TSS, struct.pack("<III", 0, KSTACK, 0x10))
+    cpu.mem_write(TSS + 0x66, struct.pack("<H", 0x68))
+    cpu.mem_write(TSS + 0x68, bytes(bitmap))
+    cpu.mem_write(GP_HANDLER, test_system.assemble("mov esi, [esp]\n hlt", GP_HANDLER))
+    cpu.emu_start(CODE, 0, count=100)
+    assert cpu.reg_read("ebx") == 1 and cpu.reg_read("ecx") == 0      # 0x60 ok, 0x64 #GP
+    assert cpu.eip == GP_HANDLER + 4 and cpu.reg_read("esi") == 0

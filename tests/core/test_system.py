@@ -243,3 +243,35 @@ def test_exception_intercept_stops_before_delivery():
     reason = cpu.emu_start(CODE, 0)
     assert reason == ExitReason.EXCEPTION
     assert cpu.last_exit.vector == 0 and cpu.last_exit.eip == CODE + 2
+
+
+@pytest.mark.parametrize("index, vector", [(5, None), (10, None), (11, 5), (4, 5)])
+def test_bound_raises_br_outside_the_bounds(index, vector):
+    idt = [gate(0x08, 0x3000 + 0x10 * v) for v in range(32)]
+    cpu = machine(f"mov eax, {index}\n bound eax, [0x5000]\n mov ebx, 1\n hlt", idt=idt)
+    for v in range(32):
+        cpu.mem_write(0x3000 + 0x10 * v, b"\xf4")
+    cpu.mem_write(0x5000, struct.pack("<ii", 5, 10))
+    cpu.emu_start(CODE, 0)
+    if vector is None:
+        assert cpu.reg_read("ebx") == 1
+    else:
+        assert cpu.eip == 0x3000 + 0x10 * vector + 1 and cpu.reg_read("ebx") == 0
+
+
+@pytest.mark.parametrize("cr0_bits, source, vector", [
+    (0x4, "fld1", 7),           # CR0.EM: an x87 instruction is #NM (the OS may emulate it)
+    (0x0, "fld1", 6),           # no FPU and no emulation: not an instruction
+    (0xA, "wait", 7),           # CR0.TS and CR0.MP: WAIT is #NM
+    (0x8, "wait", None),        # TS without MP: WAIT does nothing
+])
+def test_fpu_escapes_and_wait(cr0_bits, source, vector):
+    idt = [gate(0x08, 0x3000 + 0x10 * v) for v in range(32)]
+    cpu = machine(f"mov eax, cr0\n or eax, {cr0_bits}\n mov cr0, eax\n {source}\n mov ebx, 1\n hlt", idt=idt)
+    for v in range(32):
+        cpu.mem_write(0x3000 + 0x10 * v, b"\xf4")
+    cpu.emu_start(CODE, 0)
+    if vector is None:
+        assert cpu.reg_read("ebx") == 1
+    else:
+        assert cpu.eip == 0x3000 + 0x10 * vector + 1
