@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import PIT8254, DebugConsole, DebugExit, PICPair, UART16550
+from .devices import CMOS, PIT8254, DebugConsole, DebugExit, PICPair, UART16550
+from .devices.pit8254 import GUEST_HZ
 from .multiboot import load, read_kernel
 from .portbus import PortBus
 
@@ -58,6 +59,8 @@ class PC:
                            self.cpu.request_exit)
         self.ports.register(self.pit, 0x40, 4)
         self.timers = [self.pit]        # devices whose events are due at an instruction count
+        self.cmos = CMOS(lambda: self.cpu.icount / GUEST_HZ, memory)
+        self.ports.register(self.cmos, 0x70, 2)
         self.exit_status = None
 
     def _guest_exit(self, status):

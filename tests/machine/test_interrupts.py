@@ -132,3 +132,22 @@ def test_sti_shadow_delays_the_interrupt_by_one_instruction():
     assert cpu.reg_read("ebx") == 1 and cpu.reg_read("ecx") == 0
     assert cpu.eip == handler + 1
     assert struct.unpack("<I", cpu.mem_read(0x9000 - 12, 4))[0] == BASE + 6     # saved EIP
+
+
+def test_cmos_clock_is_deterministic_bcd_and_advances_with_guest_time():
+    from pyvmm.machine.devices.pit8254 import GUEST_HZ
+    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
+    cmos, ports = pc.cmos, pc.ports
+
+    def read(index):
+        ports.write(0x70, 1, index)
+        return ports.read(0x71, 1)
+    assert (read(0x32), read(0x09), read(0x08), read(0x07)) == (0x20, 0x26, 0x01, 0x01)
+    assert (read(0x04), read(0x02), read(0x00)) == (0, 0, 0)
+    pc.cpu.icount = 75 * GUEST_HZ                   # 75 s of guest time later
+    assert (read(0x02), read(0x00)) == (0x01, 0x15)  # 00:01:15 in BCD
+    ports.write(0x70, 1, 0x0B)
+    ports.write(0x71, 1, 0x06)                      # binary mode
+    assert read(0x00) == 15
+    assert read(0x15) | read(0x16) << 8 == 640      # base memory, KiB
+    assert read(0x0D) == 0x80
