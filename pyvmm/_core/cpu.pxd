@@ -216,7 +216,6 @@ cdef class CPU:
     cdef int load_data_seg(self, int seg, unsigned int sel) except -1
     @cython.locals(limit=cython.uint)
     cdef int64_t code_descriptor_checks(self, unsigned int sel, int rpl_limit, unsigned int ext) except -1
-    cdef int far_jump(self, unsigned int sel, unsigned int offset, bint call, int opsize) except -1
     cdef int far_return(self, int opsize, unsigned int extra) except -1
     cdef int iret(self, int opsize) except -1
     cdef void release_stack(self, unsigned int count) noexcept
@@ -225,6 +224,12 @@ cdef class CPU:
     cdef void set_cpl(self, int cpl) noexcept
     @cython.locals(old_cpl=cython.int)
     cdef int switch_stack_inward(self, int new_cpl, unsigned int ext, int psize, unsigned int flags) except -1
+    cdef object enter_inner_stack(self, int new_cpl, unsigned int ext)
+    @cython.locals(typ=cython.uint)
+    cdef int far_jump(self, unsigned int sel, unsigned int offset, bint call, int opsize) except -1
+    @cython.locals(cs_lo=cython.uint, cs_hi=cython.uint, cs_addr=cython.uint, new_cpl=cython.int,
+                   old_ss=cython.uint, old_esp=cython.uint, old_cpl=cython.int)
+    cdef int through_call_gate(self, unsigned int gate_sel, bint call) except -1
 
     # -- exceptions and the run loop -----------------------------------------------------------------
     @cython.locals(new_cpl=cython.int)

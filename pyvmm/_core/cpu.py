@@ -2534,15 +2534,19 @@ class CPU:
         return limit
 
     def far_jump(self, sel, offset, call, opsize):
-        """JMP/CALL ptr16:16/32 and m16:16/32 to a code segment at the same privilege.
-
-        Call gates, task gates and TSS descriptors are system descriptors: they arrive
-        with the privilege work; until then they are refused with #GP(selector)."""
+        """JMP/CALL ptr16:16/32 and m16:16/32: to a code segment at the same privilege, or
+        through a call gate (a CALL may then enter an inner ring on the TSS's stack).
+        Task gates and TSS descriptors (task switches) are not implemented."""
         limit: cython.uint
         if (sel & 0xFFFC) == 0:
             self.fault(GP, 0)
         self.read_descriptor(sel, 0)
         if not self.d_hi & 0x1000:
+            typ: cython.uint = (self.d_hi >> 8) & 0xF
+            if typ == 0x4 or typ == 0xC:
+                return self.through_call_gate(sel, call)
+            if typ == 0x5 or typ == 0x9 or typ == 0x1:
+                raise Unsupported("a far jump or call to a task (task switching) is not implemented")
             self.fault(GP, sel & 0xFFFC)
         limit = self.code_descriptor_checks(sel, self.cpl, 0)
         if opsize == 2:
@@ -2554,6 +2558,73 @@ class CPU:
             self.push(opsize, self.eip)
         self.set_accessed()
         self.load_seg_cache(CS, (sel & 0xFFFC) | self.cpl, self.d_lo, self.d_hi)
+        self.eip = offset
+        return 0
+
+    def through_call_gate(self, gate_sel, call):
+        """JMP/CALL through a call gate (SDM CALL: CALL-GATE, JMP: CALL-GATE). The gate's
+        descriptor is in d_lo/d_hi."""
+        glo: cython.uint = self.d_lo
+        ghi: cython.uint = self.d_hi
+        gsize: cython.int = 4 if ghi & 0x800 else 2
+        gdpl: cython.int = (ghi >> 13) & 3
+        cs_sel: cython.uint = glo >> 16
+        offset: cython.uint = (ghi & 0xFFFF0000) | (glo & 0xFFFF) if gsize == 4 else glo & 0xFFFF
+        dpl: cython.int
+        limit: cython.uint
+        count: cython.int = ghi & 0x1F
+        i: cython.int
+        if gdpl < self.cpl or gdpl < (gate_sel & 3):
+            self.fault(GP, gate_sel & 0xFFFC)
+        if not ghi & 0x8000:
+            self.fault(NP, gate_sel & 0xFFFC)
+        if (cs_sel & 0xFFFC) == 0:
+            self.fault(GP, 0)
+        self.read_descriptor(cs_sel, 0)
+        dpl = (self.d_hi >> 13) & 3
+        if (self.d_hi & 0x1800) != 0x1800 or dpl > self.cpl:
+            self.fault(GP, cs_sel & 0xFFFC)
+        if not call and not self.d_hi & 0x400 and dpl != self.cpl:
+            self.fault(GP, cs_sel & 0xFFFC)            # a JMP never changes the ring
+        if not self.d_hi & 0x8000:
+            self.fault(NP, cs_sel & 0xFFFC)
+        limit = self.descriptor_limit(self.d_lo, self.d_hi)
+        if offset > limit:
+            self.fault(GP, 0)
+        cs_lo: cython.uint = self.d_lo
+        cs_hi: cython.uint = self.d_hi
+        cs_addr: cython.uint = self.d_addr
+        new_cpl: cython.int = self.cpl
+        if call and not cs_hi & 0x400 and dpl < self.cpl:
+            # More privileged: new stack from the TSS; the gate's parameter count words or
+            # dwords are copied from the caller's stack.
+            old_ss: cython.uint = self.seg_sel[SS]
+            old_esp: cython.uint = self.regs[4]
+            old_cpl: cython.int = self.cpl
+            params = []
+            for i in range(count):
+                params.append(self.read(SS, (old_esp + i * gsize) & (MASK32 if self.stack32 else 0xFFFF), gsize))
+            ss_cache = self.enter_inner_stack(dpl, 0)
+            try:
+                self.push(gsize, old_ss)
+                self.push(gsize, old_esp)
+                for i in range(count - 1, -1, -1):
+                    self.push(gsize, params[i])
+                self.push(gsize, self.seg_sel[CS])
+                self.push(gsize, self.eip)
+            except CPUFault:
+                self.restore_segment(SS, ss_cache)
+                self.set_cpl(old_cpl)
+                raise
+            new_cpl = dpl
+        elif call:
+            self.push(gsize, self.seg_sel[CS])
+            self.push(gsize, self.eip)
+        self.d_lo = cs_lo
+        self.d_hi = cs_hi
+        self.d_addr = cs_addr
+        self.set_accessed()
+        self.load_seg_cache(CS, (cs_sel & 0xFFFC) | new_cpl, cs_lo, cs_hi)
         self.eip = offset
         return 0
 
@@ -2750,20 +2821,40 @@ class CPU:
         return 0
 
     def switch_stack_inward(self, new_cpl, ext, psize, flags):
-        """Interrupt to an inner ring (SDM INT n, INTER-PRIVILEGE-LEVEL-INTERRUPT): load SS:ESP
-        for `new_cpl` from the TSS, check them, and push the old SS, ESP, EFLAGS, CS and EIP
-        there. The code segment descriptor is in d_lo/d_hi and is kept there."""
+        """Interrupt to an inner ring (SDM INT n, INTER-PRIVILEGE-LEVEL-INTERRUPT): switch to
+        the TSS's stack for `new_cpl` and push the old SS, ESP, EFLAGS, CS and EIP there. The
+        code segment descriptor is in d_lo/d_hi and is kept there."""
         cs_lo: cython.uint = self.d_lo
         cs_hi: cython.uint = self.d_hi
         cs_addr: cython.uint = self.d_addr
+        old_ss: cython.uint = self.seg_sel[SS]
+        old_esp: cython.uint = self.regs[4]
+        old_cpl: cython.int = self.cpl
+        if flags & F_VM:
+            raise Unsupported("an interrupt from virtual-8086 mode is not implemented")
+        ss_cache = self.enter_inner_stack(new_cpl, ext)
+        try:
+            self.push(psize, old_ss)
+            self.push(psize, old_esp)
+            self.push(psize, flags)
+            self.push(psize, self.seg_sel[CS])
+            self.push(psize, self.eip)
+        except CPUFault:
+            self.restore_segment(SS, ss_cache)
+            self.set_cpl(old_cpl)
+            raise
+        self.d_lo = cs_lo
+        self.d_hi = cs_hi
+        self.d_addr = cs_addr
+        return 0
+
+    def enter_inner_stack(self, new_cpl, ext):
+        """Load SS:ESP for ring `new_cpl` from the TSS, with the SDM's #TS/#SS checks, and
+        switch to it (CPL too). Returns what restore_segment needs to undo the switch."""
         at: cython.uint
         new_ss: cython.uint
         new_esp: cython.uint
-        old_ss: cython.uint = self.seg_sel[SS]
-        old_esp: cython.uint = self.regs[4]
         wide: cython.bint = (self.tr_attr & 0x800) != 0      # 32-bit TSS (type 9 or 11)
-        if flags & F_VM:
-            raise Unsupported("an interrupt from virtual-8086 mode is not implemented")
         at = (new_cpl << 3) + 4 if wide else (new_cpl << 2) + 2
         if (self.tr_sel & 0xFFFC) == 0 or at + (5 if wide else 3) > self.tr_limit:
             self.fault(TS, (self.tr_sel & 0xFFFC) | ext)
@@ -2785,27 +2876,12 @@ class CPU:
             self.fault(TS, (new_ss & 0xFFFC) | ext)
         if not self.d_hi & 0x8000:
             self.fault(SS_, (new_ss & 0xFFFC) | ext)
-        # Switch, push; a fault while pushing puts the old stack and ring back.
         ss_cache = self.save_segment(SS)
-        old_cpl: cython.int = self.cpl
         self.set_accessed()
         self.load_seg_cache(SS, new_ss, self.d_lo, self.d_hi)
         self.set_cpl(new_cpl)
         self.regs[4] = new_esp if self.stack32 else (self.regs[4] & KEEP_HIGH16) | (new_esp & 0xFFFF)
-        try:
-            self.push(psize, old_ss)
-            self.push(psize, old_esp)
-            self.push(psize, flags)
-            self.push(psize, self.seg_sel[CS])
-            self.push(psize, self.eip)
-        except CPUFault:
-            self.restore_segment(SS, ss_cache)
-            self.set_cpl(old_cpl)
-            raise
-        self.d_lo = cs_lo
-        self.d_hi = cs_hi
-        self.d_addr = cs_addr
-        return 0
+        return ss_cache
 
     def save_segment(self, seg):
         return (self.seg_sel[seg], self.seg_base[seg], self.seg_limit[seg], self.seg_attr[seg],

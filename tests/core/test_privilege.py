@@ -164,3 +164,28 @@ def test_io_permission_bitmap_at_cpl3():
     cpu.emu_start(CODE, 0, count=100)
     assert cpu.reg_read("ebx") == 1 and cpu.reg_read("ecx") == 0      # 0x60 ok, 0x64 #GP
     assert cpu.eip == GP_HANDLER + 4 and cpu.reg_read("esi") == 0
+
+
+def call_gate(selector, offset, params=0, dpl=3, size32=True):
+    lo = (offset & 0xFFFF) | (selector << 16)
+    hi = (offset & 0xFFFF0000) | ((0x80 | (dpl << 5) | (0xC if size32 else 0x4)) << 8) | params
+    return struct.pack("<II", lo, hi)
+
+
+def test_call_gate_from_ring3_copies_parameters_and_retf_returns():
+    # GDT entry 6 (0x30): a call gate to ring-0 code at GATE_TARGET with 2 dword parameters
+    target = 0x3800
+    gdt = GDT + [call_gate(0x08, target, params=2)]
+    cpu = machine(TO_RING3 + "push 0x1111\n push 0x2222\n call 0x33:0\n mov edi, esp\n jmp .",
+                  gdt=gdt, idt=[gate(0x08, GP_HANDLER)] * 32)
+    cpu.mem_write(TSS, struct.pack("<III", 0, KSTACK, 0x10))
+    cpu.mem_write(TSS + 0x66, struct.pack("<H", 0x68))
+    # ring 0: record CPL (CS), the copied parameters and the saved SS:ESP, then RETF 8
+    cpu.mem_write(target, test_system.assemble(
+        "mov eax, cs\n mov ebx, [esp+8]\n mov ecx, [esp+12]\n mov edx, [esp+16]\n"
+        "mov esi, [esp+20]\n retf 8", target))
+    cpu.emu_start(CODE, 0, count=200)
+    assert cpu.reg_read("eax") == 0x08                           # ran at ring 0
+    assert cpu.reg_read("ebx") == 0x2222 and cpu.reg_read("ecx") == 0x1111   # parameters, in order
+    assert cpu.reg_read("edx") == USTACK - 8 and cpu.reg_read("esi") == 0x23  # caller's ESP, SS
+    assert cpu.cpl == 3 and cpu.reg_read("edi") == USTACK        # RETF 8 released them
