@@ -110,8 +110,10 @@ cdef class CPU:
     cdef int64_t seg_check(self, int seg, unsigned int off, int size, bint write) except -1
     cdef int phys_frame(self, unsigned int pa, int size, bint write) except -2
     cdef inline int64_t phys_read(self, unsigned int pa, int size) except -1
+    @cython.locals(device=object)
     cdef int64_t phys_read_slow(self, unsigned int pa, int size) except -1
     cdef inline int phys_write(self, unsigned int pa, int size, unsigned int value) except -1
+    @cython.locals(device=object)
     cdef int phys_write_slow(self, unsigned int pa, int size, unsigned int value) except -1
     cdef inline int64_t lin_read(self, unsigned int lin, int size) except -1
     cdef inline int lin_write(self, unsigned int lin, int size, unsigned int value) except -1

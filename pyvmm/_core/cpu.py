@@ -316,6 +316,10 @@ class CPU:
     def mem_read(self, address, size):
         return self.mem.read(address, size)
 
+    def mmio_map(self, address, size, device):
+        """Memory-mapped I/O: guest accesses to [address, address+size) go to `device`."""
+        self.mem.map_mmio(address, size, device)
+
     def reg_read(self, name):
         name = name.lower()
         if name in REG_NAMES:
@@ -496,12 +500,21 @@ class CPU:
         return self.phys_read_slow(pa, size)
 
     def phys_read_slow(self, pa, size):
-        """Unmapped, or the access crosses into the next page: byte by byte, after checking
-        every byte in order (so an unmapped access names its first unmapped byte)."""
+        """Memory-mapped I/O, unmapped memory, or an access that crosses into the next page:
+        byte by byte, after checking every byte in order (so an unmapped access names its
+        first unmapped byte)."""
         v: cython.uint = 0
         o: cython.uint
         frame: cython.int
         i: cython.int
+        if self.mem.mmio:
+            device = self.mem.mmio.get(pa >> 12)
+            if device is not None and (pa & 0xFFF) <= 4096 - size:
+                return device.mmio_read(pa, size) & size_mask(size)
+            if device is not None or self.mem.mmio.get(((pa + size - 1) & MASK32) >> 12) is not None:
+                for i in range(size - 1, -1, -1):
+                    v = (v << 8) | self.phys_read_slow((pa + i) & MASK32, 1)
+                return v
         for i in range(size):
             self.phys_frame((pa + i) & MASK32, size, False)
         for i in range(size - 1, -1, -1):
@@ -536,11 +549,20 @@ class CPU:
         return self.phys_write_slow(pa, size, value)
 
     def phys_write_slow(self, pa, size, value):
-        """Unmapped, or across a page boundary: check every byte's page before writing any
-        (a write is all or nothing), then byte by byte."""
+        """Memory-mapped I/O, unmapped, or across a page boundary: check every byte's page
+        before writing any (a write is all or nothing), then byte by byte."""
         o: cython.uint
         frame: cython.int
         i: cython.int
+        if self.mem.mmio:
+            device = self.mem.mmio.get(pa >> 12)
+            if device is not None and (pa & 0xFFF) <= 4096 - size:
+                device.mmio_write(pa, size, value & size_mask(size))
+                return 0
+            if device is not None or self.mem.mmio.get(((pa + size - 1) & MASK32) >> 12) is not None:
+                for i in range(size):
+                    self.phys_write_slow((pa + i) & MASK32, 1, (value >> (8 * i)) & 0xFF)
+                return 0
         for i in range(size):
             self.phys_frame((pa + i) & MASK32, size, True)
         for i in range(size):

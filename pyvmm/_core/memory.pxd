@@ -16,6 +16,7 @@ cdef class PhysicalMemory:
     cdef object _gen_table, _code_table
     cdef public unsigned int frames     # frames allocated in `backing`
     cdef public object regions          # [(start, size)] as mapped, for reports
+    cdef public dict mmio               # page number -> device with mmio_read / mmio_write
 
     cpdef bint is_mapped(self, unsigned long long address)
     cpdef void code_written(self, unsigned int page) noexcept

@@ -36,6 +36,7 @@ class PhysicalMemory:
         self.code_chunks = self._code_table
         self.frames = 0
         self.regions = []
+        self.mmio = {}
 
     # -- mapping -------------------------------------------------------------------------
     def map(self, address, size):
@@ -62,6 +63,17 @@ class PhysicalMemory:
                 self.frames += 1
             self.ram = self.backing
         self.regions.append((address, size))
+
+    def map_mmio(self, address, size, device):
+        """Route guest-physical [address, address+size) to `device` (memory-mapped I/O): the
+        CPU calls device.mmio_read(address, size) and device.mmio_write(address, size, value)
+        for every access there. The pages must not be RAM."""
+        if address & PAGE_MASK or size & PAGE_MASK or size <= 0:
+            raise ValueError("MMIO regions are whole pages")
+        for page in range(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT):
+            if self._frame_table[page] >= 0 or page in self.mmio:
+                raise ValueError(f"page {page << PAGE_SHIFT:#x} is already RAM or MMIO")
+            self.mmio[page] = device
 
     def code_written(self, page):
         """A page with decoded instructions was written: their decodes are stale now."""

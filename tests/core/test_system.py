@@ -275,3 +275,23 @@ def test_fpu_escapes_and_wait(cr0_bits, source, vector):
         assert cpu.reg_read("ebx") == 1
     else:
         assert cpu.eip == 0x3000 + 0x10 * vector + 1
+
+
+def test_memory_mapped_io_reaches_the_device():
+    class Registers:
+        def __init__(self):
+            self.log = []
+
+        def mmio_read(self, address, size):
+            self.log.append(("r", address, size))
+            return 0x11223344
+
+        def mmio_write(self, address, size, value):
+            self.log.append(("w", address, size, value))
+
+    cpu = machine("mov eax, [0xFEE00020]\n mov dword ptr [0xFEE000B0], 0\n mov bl, [0xFEE00031]\n hlt")
+    dev = Registers()
+    cpu.mmio_map(0xFEE00000, 0x1000, dev)
+    cpu.emu_start(CODE, 0)
+    assert cpu.reg_read("eax") == 0x11223344 and cpu.reg_read("bl") == 0x44
+    assert dev.log == [("r", 0xFEE00020, 4), ("w", 0xFEE000B0, 4, 0), ("r", 0xFEE00031, 1)]
