@@ -63,6 +63,7 @@ cdef class CPU:
     cdef bint intr_pending                # INTR (the `intr_line` property)
     cdef bint attention                   # intr_pending or is_halted: the loop looks closer
     cdef public object intr_acknowledge   # callable() -> vector: the INTA cycle
+    cdef public bint apic_present         # CPUID reports a local APIC (the machine has one)
     cdef unsigned long long inhibit_at    # STI / MOV SS shadow: that instruction can't be interrupted
     cdef public unsigned long long interrupts   # external interrupts taken
 

@@ -236,6 +236,7 @@ class CPU:
         self.mem = memory if memory is not None else PhysicalMemory()
         self.io = None
         self.intr_acknowledge = None
+        self.apic_present = False
         self.exception_intercept = 0
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
@@ -2407,6 +2408,8 @@ class CPU:
         self.regs[1] = SIGN32 if self.hypervisor_leaf_ebx else 0        # "hypervisor present"
         self.regs[2] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8) | (1 << 13) | (1 << 15)
         # DE (debug extensions), PSE (4 MiB pages), TSC, CMPXCHG8B, PGE (global pages), CMOV
+        if self.apic_present:
+            self.regs[2] |= 1 << 9                      # the machine has a local APIC
         return 0
 
     def jump_near(self, target):

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import CMOS, PIT8254, DebugConsole, DebugExit, PICPair, UART16550
+from .devices import CMOS, PIT8254, DebugConsole, DebugExit, LocalAPIC, PICPair, UART16550
+from .devices.lapic import BASE as LAPIC_BASE
 from .devices.pit8254 import GUEST_HZ
 from .multiboot import load, read_kernel
 from .portbus import PortBus
@@ -51,14 +52,19 @@ class PC:
         self.ports.register(self.debug_exit, 0xF4, 4)
         self.debugcon = DebugConsole(debugcon if debugcon is not None else sys.stderr.buffer)
         self.ports.register(self.debugcon, 0xE9, 1)
-        self.pic = PICPair(self.cpu)
+        # Interrupt controllers: the local APIC's interrupts first, then the 8259A's.
+        self.pic = PICPair(self.update_intr)
+        self.lapic = LocalAPIC(lambda: self.cpu.icount, self.update_intr, self.cpu.request_exit)
+        self.cpu.mmio_map(LAPIC_BASE, 0x1000, self.lapic)
+        self.cpu.intr_acknowledge = self.acknowledge_interrupt
+        self.cpu.apic_present = True
         self.ports.register(self.pic.master, 0x20, 2)
         self.ports.register(self.pic.slave, 0xA0, 2)
         # A reprogrammed timer ends the CPU's current run so the next deadline is seen.
         self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.pic.raise_irq(0),
                            self.cpu.request_exit)
         self.ports.register(self.pit, 0x40, 4)
-        self.timers = [self.pit]        # devices whose events are due at an instruction count
+        self.timers = [self.pit, self.lapic]    # devices with events at an instruction count
         self.cmos = CMOS(lambda: self.cpu.icount / GUEST_HZ, memory)
         self.ports.register(self.cmos, 0x70, 2)
         self.exit_status = None
@@ -119,6 +125,15 @@ class PC:
                                         f"stopped: {cpu.last_exit}")
         finally:
             self.uart.sink.flush()
+
+    def update_intr(self):
+        self.cpu.intr_line = self.lapic.pending() >= 0 or self.pic.pending()
+
+    def acknowledge_interrupt(self):
+        """The CPU's INTA cycle: the local APIC's vector if it has one, else the PIC's."""
+        if self.lapic.pending() >= 0:
+            return self.lapic.acknowledge()
+        return self.pic.acknowledge()
 
     def next_event(self):
         events = [t for t in (timer.next_event() for timer in self.timers) if t is not None]

@@ -151,3 +151,59 @@ def test_cmos_clock_is_deterministic_bcd_and_advances_with_guest_time():
     assert read(0x00) == 15
     assert read(0x15) | read(0x16) << 8 == 640      # base memory, KiB
     assert read(0x0D) == 0x80
+
+
+LAPIC_PROGRAM = f"""
+        mov esp, 0x90000
+        mov eax, offset timer
+        mov word ptr [idt + 0x40 * 8], ax
+        mov word ptr [idt + 0x40 * 8 + 2], 0x08
+        mov word ptr [idt + 0x40 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 0x40 * 8 + 6], ax
+        mov eax, offset ipi
+        mov word ptr [idt + 0x41 * 8], ax
+        mov word ptr [idt + 0x41 * 8 + 2], 0x08
+        mov word ptr [idt + 0x41 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 0x41 * 8 + 6], ax
+        lidt [idtr]
+        mov dword ptr [0xFEE000F0], 0x1FF       /* SVR: APIC on, spurious vector 0xFF */
+        mov dword ptr [0xFEE00300], 0x00044041  /* ICR: fixed IPI to self, vector 0x41 */
+        mov dword ptr [0xFEE003E0], 0xB         /* divide by 1 */
+        mov dword ptr [0xFEE00320], 0x20040     /* LVT timer: periodic, vector 0x40 */
+        mov dword ptr [0xFEE00380], 100000      /* initial count */
+        sti
+    wait:
+        hlt
+        cmp dword ptr [ticks], 5
+        jb wait
+        mov eax, [ticks]
+        add eax, [ipis]
+        out 0xF4, al                            /* exit status ((ticks + ipis) << 1) | 1 */
+    timer:
+        inc dword ptr [ticks]
+        mov dword ptr [0xFEE000B0], 0           /* EOI */
+        iretd
+    ipi:
+        inc dword ptr [ipis]
+        mov dword ptr [0xFEE000B0], 0
+        iretd
+        .align 4
+    ticks: .long 0
+    ipis: .long 0
+    idtr: .word 0x50 * 8 - 1
+          .long idt
+    idt:
+        .rept 0x50
+        .quad 0
+        .endr
+"""
+
+
+def test_local_apic_timer_and_self_ipi():
+    pc = machine(LAPIC_PROGRAM)
+    result = pc.run(max_instructions=10_000_000)
+    assert result.reason == "exit" and result.status == ((5 + 1) << 1) | 1
+    assert abs(pc.cpu.icount - 5 * 100_000) < 200            # one tick per 100,000 instructions
+    assert pc.lapic.isr == 0                                  # every interrupt was EOI'd

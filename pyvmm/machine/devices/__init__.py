@@ -3,8 +3,9 @@
 from .cmos import CMOS
 from .debug_console import DebugConsole
 from .debug_exit import DebugExit
+from .lapic import LocalAPIC
 from .pic8259 import PIC8259, PICPair
 from .pit8254 import PIT8254
 from .uart16550 import UART16550
 
-__all__ = ["CMOS", "DebugConsole", "DebugExit", "PIC8259", "PICPair", "PIT8254", "UART16550"]
+__all__ = ["CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550"]

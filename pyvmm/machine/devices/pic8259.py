@@ -98,11 +98,10 @@ class PIC8259:
 class PICPair:
     """Master (0x20) and slave (0xA0); the slave's output drives the master's IRQ 2."""
 
-    def __init__(self, cpu):
-        self.cpu = cpu
+    def __init__(self, on_change):
+        self.on_change = on_change      # called when INTR may have changed
         self.master = PIC8259("pic-master", 0x20, 0x08, self.update)
         self.slave = PIC8259("pic-slave", 0xA0, 0x70, self.update)
-        cpu.intr_acknowledge = self.acknowledge
 
     def raise_irq(self, irq):
         """A pulse on an IRQ line (edge-triggered ISA interrupt), 0-15."""
@@ -124,7 +123,11 @@ class PICPair:
         self.master.lines = (self.master.lines | bit) if slave_wants else (self.master.lines & ~bit)
         if not slave_wants:
             self.master.irr &= ~bit
-        self.cpu.intr_line = self.master.highest_request() >= 0
+        self.on_change()
+
+    def pending(self):
+        """INTR: the master presents an interrupt."""
+        return self.master.highest_request() >= 0
 
     def acknowledge(self):
         irq = self.master.highest_request()
