@@ -50,6 +50,7 @@ cdef class CPU:
     cdef public unsigned int cr0, cr2, cr3, cr4
     cdef public unsigned int dr0, dr1, dr2, dr3, dr7
     cdef public bint paging               # CR0.PG, cached for the memory path
+    cdef public bint protected            # CR0.PE: protected mode (else real mode)
     # Software TLB: direct-mapped, 256 entries, for linear page -> physical page
     cdef unsigned int tlb_lin[256]        # linear page number + 1 (0: empty)
     cdef unsigned int tlb_phys[256]       # physical page number
@@ -217,6 +218,7 @@ cdef class CPU:
     cdef int read_descriptor_for(self, unsigned int sel, unsigned int ext, int vector) except -1
     cdef int set_accessed(self) except -1
     cdef int load_data_seg(self, int seg, unsigned int sel) except -1
+    cdef int load_real_seg(self, int seg, unsigned int sel) except -1
     @cython.locals(limit=cython.uint)
     cdef int64_t code_descriptor_checks(self, unsigned int sel, int rpl_limit, unsigned int ext) except -1
     cdef int far_return(self, int opsize, unsigned int extra) except -1
@@ -238,6 +240,7 @@ cdef class CPU:
     @cython.locals(new_cpl=cython.int)
     cdef int deliver(self, int vector, long long error_code, bint software) except -1
     cdef int soft_exception(self, int vector) except -1
+    cdef int deliver_real(self, int vector) except -1
     cdef int raise_exception(self, int vector, long long error_code) except -1
     @cython.locals(vector=cython.int, esp=cython.uint)
     cdef int interrupt_window(self) except -1

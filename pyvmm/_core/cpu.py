@@ -267,6 +267,7 @@ class CPU:
         self.idtr_base = self.idtr_limit = 0
         self.cr0 = 0x00000011          # PE, ET
         self.paging = False
+        self.protected = True
         self.dr0 = self.dr1 = self.dr2 = self.dr3 = 0
         self.dr7 = 0x400
         self.cr2 = self.cr3 = self.cr4 = 0
@@ -425,6 +426,21 @@ class CPU:
     def set_halted(self, halted):
         self.is_halted = halted
         self.attention = self.intr_pending or halted
+
+    def reset_real_mode(self, cs=0, ip=0):
+        """The state a PC's firmware hands a boot sector: real mode, CS:IP as given, every
+        segment 64 KiB from selector * 16, interrupts off."""
+        i: cython.int
+        self.write_cr0(0x10)
+        for i in range(6):
+            # a 64 KiB read/write data segment; CS execute/read, 16-bit
+            self.load_seg_cache(i, 0, 0xFFFF, 0x00009B00 if i == CS else 0x00009300)
+            self.load_real_seg(i, cs if i == CS else 0)
+        self.eip = ip
+        self.set_eflags(0x2, MASK32)
+        self.idtr_base = 0
+        self.idtr_limit = 0x3FF
+        self.cpl = 0
 
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
@@ -2202,11 +2218,13 @@ class CPU:
         return 0
 
     def exec_system_0f00(self):
-        """SLDT STR LLDT LTR VERR VERW (0F 00 /0-/5)."""
+        """SLDT STR LLDT LTR VERR VERW (0F 00 /0-/5): protected mode only."""
         op: cython.int = self.cur.reg
         sel: cython.uint
         hi: cython.uint
         typ: cython.uint
+        if not self.protected:
+            self.fault(UD, -1)
         if op < 2:                                      # SLDT / STR: any CPL
             sel = self.ldtr_sel if op == 0 else self.tr_sel
             self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, sel)
@@ -2270,6 +2288,8 @@ class CPU:
 
     def exec_lar_lsl(self, lsl):
         """LAR / LSL Gv, Ew: access rights or limit of a descriptor the CPL may see; ZF says."""
+        if not self.protected:
+            self.fault(UD, -1)
         sel: cython.uint = self.read_rm(2)
         hi: cython.uint
         typ: cython.uint
@@ -2375,12 +2395,11 @@ class CPU:
         if v & 0x20000000 and not v & 0x40000000:
             self.fault(GP, 0)
         v = (v & (CR0_PG | 0x60000000 | 0x40000 | CR0_WP | 0x2F)) | 0x10
-        if not v & CR0_PE:
-            raise Unsupported("the guest cleared CR0.PE: real mode is not implemented yet")
         if (v ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
             self.flush_tlb(False)
         self.cr0 = v
         self.paging = (v & CR0_PG) != 0
+        self.protected = (v & CR0_PE) != 0
         return 0
 
     def exec_cpuid(self):
@@ -2507,8 +2526,22 @@ class CPU:
                 self.supervisor_access -= 1
         return 0
 
+    def load_real_seg(self, seg, sel):
+        """Real mode: the segment's base is selector * 16; its limit and attributes stay as
+        they are (which is what makes "unreal mode" work). CS becomes 16-bit code."""
+        self.seg_sel[seg] = sel & 0xFFFF
+        self.seg_base[seg] = (sel & 0xFFFF) << 4
+        if seg == CS:
+            if self.code32:
+                self.flush_decode_cache()
+            self.code32 = False
+            self.cs_flat = False
+        return 0
+
     def load_data_seg(self, seg, sel):
         """MOV/POP to SS, DS, ES, FS, GS with the protected-mode checks (SDM MOV, POP)."""
+        if not self.protected:
+            return self.load_real_seg(seg, sel)
         rpl: cython.int = sel & 3
         hi: cython.uint
         dpl: cython.int
@@ -2563,6 +2596,17 @@ class CPU:
         through a call gate (a CALL may then enter an inner ring on the TSS's stack).
         Task gates and TSS descriptors (task switches) are not implemented."""
         limit: cython.uint
+        if not self.protected:
+            if opsize == 2:
+                offset &= 0xFFFF
+            if offset > self.seg_limit[CS]:
+                self.fault(GP, 0)
+            if call:
+                self.push(opsize, self.seg_sel[CS])
+                self.push(opsize, self.eip)
+            self.load_real_seg(CS, sel)
+            self.eip = offset
+            return 0
         if (sel & 0xFFFC) == 0:
             self.fault(GP, 0)
         self.read_descriptor(sel, 0)
@@ -2659,6 +2703,12 @@ class CPU:
         new_eip: cython.uint = self.pop(opsize)
         sel: cython.uint = self.pop(opsize) & 0xFFFF
         self.release_stack(extra)
+        if not self.protected:
+            if new_eip > self.seg_limit[CS]:
+                self.fault(GP, 0)
+            self.load_real_seg(CS, sel)
+            self.eip = new_eip
+            return 0
         self.return_to(sel, new_eip, opsize, extra)
         return 0
 
@@ -2669,8 +2719,18 @@ class CPU:
         flags: cython.uint
         mask: cython.uint
         old_cpl: cython.int = self.cpl
+        if not self.protected:                          # real mode: IP, CS, FLAGS
+            new_eip = self.pop(opsize)
+            sel = self.pop(opsize) & 0xFFFF
+            flags = self.pop(opsize)
+            if new_eip > self.seg_limit[CS]:
+                self.fault(GP, 0)
+            self.load_real_seg(CS, sel)
+            self.eip = new_eip
+            self.set_eflags(flags, (0x257FD5 if opsize == 4 else 0x7FD5))
+            return 0
         if self.eflags & F_NT:
-            self.fault(GP, 0)       # a nested-task return needs task switching (not yet)
+            raise Unsupported("IRET with EFLAGS.NT (a return to another task) is not implemented")
         new_eip = self.pop(opsize)
         sel = self.pop(opsize) & 0xFFFF
         flags = self.pop(opsize)
@@ -2783,6 +2843,8 @@ class CPU:
         (EXT = 0 in error codes). EIP must already be the address the exception saves."""
         ext: cython.uint = 0 if software else 1
         idx: cython.uint = (vector & 0xFF) * 8
+        if not self.protected:
+            return self.deliver_real(vector)
         lo: cython.uint
         hi: cython.uint
         typ: cython.uint
@@ -2917,6 +2979,28 @@ class CPU:
         (self.seg_sel[seg], self.seg_base[seg], self.seg_limit[seg], self.seg_attr[seg],
          self.seg_lo[seg], self.seg_hi[seg], self.seg_rd[seg], self.seg_wr[seg],
          self.stack32, self.code32, self.cs_flat) = saved
+
+    def deliver_real(self, vector):
+        """Real mode (SDM 20.1.4): the interrupt vector table at IDTR.base holds offset:segment
+        pairs; push FLAGS, CS, IP and clear IF, TF and AC. No error code is pushed."""
+        at: cython.uint = (vector & 0xFF) * 4
+        offset: cython.uint
+        sel: cython.uint
+        flags: cython.uint
+        if at + 3 > self.idtr_limit:
+            self.fault(GP, (vector & 0xFF) * 8 + 2)
+        offset = self.lin_read((self.idtr_base + at) & MASK32, 2)
+        sel = self.lin_read((self.idtr_base + at + 2) & MASK32, 2)
+        flags = self.get_eflags()
+        self.push(2, flags)
+        self.push(2, self.seg_sel[CS])
+        self.push(2, self.eip)
+        self.load_real_seg(CS, sel)
+        self.eip = offset
+        self.eflags = flags & ~(F_IF | F_TF | 0x40000)
+        self.set_halted(False)
+        self.entered_handler = True
+        return 0
 
     def soft_exception(self, vector):
         """INT3 / INTO: exceptions raised by an instruction as a trap (EIP already next)."""
