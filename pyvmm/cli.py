@@ -74,7 +74,9 @@ def cmd_run(args):
     from .machine import PC
     from .machine.multiboot import KernelError
 
-    elf = resolve_guest(args.guest, args.opt)
+    if args.guest is None and not args.disk:
+        raise UsageError("run what? give a guest (name, folder or ELF) or --disk IMAGE to boot")
+    elf = resolve_guest(args.guest, args.opt) if args.guest is not None else None
     memory = parse_size(args.memory)
     if args.pure:
         from . import load_pure
@@ -83,11 +85,16 @@ def cmd_run(args):
         from . import CPU as cpu_class
     try:
         pc = PC(memory=memory, console_input=sys.stdin.buffer if not sys.stdin.isatty() else None,
-                cpu_class=cpu_class)
+                cpu_class=cpu_class, disks=args.disk or (), snapshot=args.snapshot)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot open the disk image: {e}") from None
     try:
-        pc.boot_multiboot(str(elf), args.cmdline)
+        if elf is not None:
+            pc.boot_multiboot(str(elf), args.cmdline)
+        else:
+            pc.boot_disk()
     except KernelError as e:
         raise UsageError(str(e)) from None
     trace = None
@@ -134,7 +141,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pyvmm", description="An educational IA-32 machine and hypervisor.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="boot a guest kernel")
-    run.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
+    run.add_argument("guest", nargs="?",
+                     help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
+    run.add_argument("--disk", action="append", metavar="IMAGE",
+                     help="an ATA disk image: the first is the primary master, a second the slave; "
+                          "with no guest, boot from the first like a PC")
+    run.add_argument("--snapshot", action="store_true",
+                     help="never write the disk images: writes stay in memory")
     run.add_argument("--opt", choices=("O0", "O2"), default="O2", help="optimisation level to build the guest at")
     run.add_argument("--trace", nargs="?", const="-", metavar="FILE",
                      help="trace every instruction (capstone) and the registers it changes, to FILE or stderr")

@@ -1,25 +1,47 @@
 """A PC-like machine around the CPU: RAM from address 0, COM1, the debug-exit port, the 0xE9
 debug console, and a Multiboot loader. `PC.run()` is the machine's main loop: run the CPU,
 and decide what each way of stopping means for the machine."""
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import CMOS, PIT8254, DebugConsole, DebugExit, LocalAPIC, PICPair, UART16550
+from .devices import (CMOS, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
+                      KeyboardController, LocalAPIC, PICPair, PortA, UART16550)
 from .devices.lapic import BASE as LAPIC_BASE
 from .devices.pit8254 import GUEST_HZ
-from .multiboot import load, read_kernel
+from .multiboot import KernelError, load, read_kernel
 from .portbus import PortBus
 
-DEFAULT_MEMORY = 128 << 20      # QEMU's default, so mem_upper matches what guests see there
+DEFAULT_MEMORY = 128 << 20
+FIRMWARE_STUBS = 0xF0000        # real-mode interrupt stubs (the PC BIOS's segment F000)
+FIRMWARE_TRAP_PORT = 0x510      # the stubs report here which service was asked for      # QEMU's default, so mem_upper matches what guests see there
 
 # `pyvmm run` exit statuses. A guest's own status through isa-debug-exit is (v << 1) | 1,
 # always odd; the machine's verdicts are even so the two never mix.
 STATUS_HALTED = 0
 STATUS_BUDGET = 2
 STATUS_CRASHED = 4
+
+
+class FirmwareTrap:
+    """Where the boot-time interrupt stubs land: the guest asked for a BIOS service (or took
+    a real-mode exception) that pyvmm's firmware does not provide."""
+    name = "firmware"
+    io_size = 1
+
+    def __init__(self, pc):
+        self.pc = pc
+
+    def io_read(self, port, size):
+        return 0xFF
+
+    def io_write(self, port, size, value):
+        self.pc._stop(f"the boot code asked for INT {value & 0xFF:#04x}, a BIOS service "
+                      f"pyvmm's firmware does not provide (there are none: boot code must "
+                      f"drive the hardware itself)")
 
 
 @dataclass
@@ -38,7 +60,7 @@ class RunResult:
 
 class PC:
     def __init__(self, memory=DEFAULT_MEMORY, console=None, console_input=None, debugcon=None,
-                 cpu_class=CPU):
+                 cpu_class=CPU, disks=(), snapshot=False):
         if memory < (2 << 20) or memory % 4096:
             raise ValueError("guest memory must be at least 2 MiB and a multiple of 4 KiB")
         self.memory_size = memory
@@ -67,7 +89,42 @@ class PC:
         self.timers = [self.pit, self.lapic]    # devices with events at an instruction count
         self.cmos = CMOS(lambda: self.cpu.icount / GUEST_HZ, memory)
         self.ports.register(self.cmos, 0x70, 2)
+        self.disks = [Disk(path, snapshot) for path in disks]
+        self.ata = ATAChannel(self.disks)
+        self.ports.register(self.ata, 0x1F0, 8)
+        self.ports.register(self.ata, 0x3F6, 1)
+        self.port_a = PortA(lambda: self._stop("the guest reset the machine (port 0x92)"))
+        self.ports.register(self.port_a, 0x92, 1)
+        self.kbc = KeyboardController()
+        self.ports.register(self.kbc, 0x60, 1)
+        self.ports.register(self.kbc, 0x64, 1)
+        self.firmware_trap = FirmwareTrap(self)
+        self.ports.register(self.firmware_trap, FIRMWARE_TRAP_PORT, 1)
+        self.stop_message = None
         self.exit_status = None
+
+    def _stop(self, message):
+        self.stop_message = message
+        self.cpu.request_exit()
+
+    def boot_disk(self):
+        """Boot as a PC BIOS does: sector 0 of the first disk at 0x7C00, in real mode, CS:IP
+        0000:7C00, DL = 0x80. There are no BIOS services: every interrupt vector points at a
+        stub that stops the run naming the service the boot code asked for."""
+        if not self.disks:
+            raise KernelError("no disk to boot from (--disk IMAGE)")
+        sector = self.disks[0].read(0)
+        if sector[510:512] != b"\x55\xaa":
+            raise KernelError(f"{self.disks[0].path}: sector 0 is not bootable (no 55 AA signature)")
+        for vector in range(256):
+            stub = bytes([0xB0, vector, 0xBA, FIRMWARE_TRAP_PORT & 0xFF, FIRMWARE_TRAP_PORT >> 8,
+                          0xEE, 0xF4, 0x90])              # mov al, v; mov dx, port; out; hlt
+            self.cpu.mem_write(FIRMWARE_STUBS + vector * 8, stub)
+            self.cpu.mem_write(vector * 4, struct.pack("<HH", vector * 8, FIRMWARE_STUBS >> 4))
+        self.cpu.mem_write(0x7C00, sector)
+        self.cpu.reset_real_mode(0, 0x7C00)
+        self.cpu.reg_write("edx", 0x80)
+        self.cpu.reg_write("esp", 0x7C00)
 
     def _guest_exit(self, status):
         self.exit_status = status
@@ -96,6 +153,8 @@ class PC:
                 self.advance_devices()
                 if reason == ExitReason.REQUEST and self.exit_status is not None:
                     return self._result("exit", self.exit_status, t0, start_count)
+                if reason == ExitReason.REQUEST and self.stop_message is not None:
+                    return self._result("stopped", STATUS_CRASHED, t0, start_count, self.stop_message)
                 if reason == ExitReason.HLT:
                     if cpu.intr_line and cpu.reg_read("eflags") & 0x200:
                         continue                        # an interrupt is ready: it wakes the CPU

@@ -94,3 +94,17 @@ def test_kernel_that_does_not_fit_is_refused(tmp_path):
 def test_unknown_guest_is_refused():
     r = pyvmm("run", "no-such-guest")
     assert r.returncode == 64 and b"no guest 'no-such-guest'" in r.stderr
+
+
+def test_run_boots_a_disk_image(tmp_path):
+    from tests.machine.test_disk_boot import make_image
+    image = make_image(tmp_path)
+    before = image.read_bytes()
+    r = pyvmm("run", "--disk", str(image), "--snapshot", "-q")
+    assert r.returncode == 1 and r.stdout.startswith(b"booted from disk")
+    assert image.read_bytes() == before
+
+
+def test_run_needs_a_guest_or_a_disk():
+    r = pyvmm("run")
+    assert r.returncode == 64 and b"--disk" in r.stderr

@@ -1,11 +1,13 @@
 """Device models. Each has `name`, `io_size` (widest access it takes in one piece) and
 `io_read(port, size)` / `io_write(port, size, value)`; the PC maps them on the port bus."""
+from .ata import ATAChannel, Disk
 from .cmos import CMOS
 from .debug_console import DebugConsole
 from .debug_exit import DebugExit
 from .lapic import LocalAPIC
 from .pic8259 import PIC8259, PICPair
 from .pit8254 import PIT8254
+from .system_ports import KeyboardController, PortA
 from .uart16550 import UART16550
 
-__all__ = ["CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550"]
+__all__ = ["ATAChannel", "Disk", "KeyboardController", "PortA", "CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550"]
