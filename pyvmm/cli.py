@@ -112,6 +112,13 @@ def cmd_run(args):
         if trace is not None and trace is not sys.stderr:
             trace.close()
     err = sys.stderr
+    if args.screen:
+        row, col = pc.vga.cursor
+        bar = "+" + "-" * 80 + "+"
+        print(bar)
+        for line in pc.vga.text().split("\n"):
+            print("|" + line.ljust(80) + "|")
+        print(bar + f" cursor at row {row}, column {col}")
     if result.message:
         err.write(f"pyvmm: {result.message}\n")
     if not args.quiet:
@@ -155,6 +162,8 @@ def main(argv=None):
     run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
     run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
     run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
+    run.add_argument("--screen", action="store_true",
+                     help="show the VGA text screen (80x25 at 0xB8000) when the run ends")
     run.add_argument("--quiet", "-q", action="store_true", help="no summary line")
     run.add_argument("--verbose", "-v", action="store_true", help="list accesses to unclaimed ports")
     run.set_defaults(func=cmd_run)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
 from .devices import (CMOS, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
-                      KeyboardController, LocalAPIC, PICPair, PortA, UART16550)
+                      KeyboardController, LocalAPIC, PICPair, PortA, UART16550, VGAText)
 from .devices.lapic import BASE as LAPIC_BASE
 from .devices.pit8254 import GUEST_HZ
 from .multiboot import KernelError, load, read_kernel
@@ -98,6 +98,8 @@ class PC:
         self.kbc = KeyboardController()
         self.ports.register(self.kbc, 0x60, 1)
         self.ports.register(self.kbc, 0x64, 1)
+        self.vga = VGAText(self.cpu.mem_read)
+        self.ports.register(self.vga, 0x3D4, 2)
         self.firmware_trap = FirmwareTrap(self)
         self.ports.register(self.firmware_trap, FIRMWARE_TRAP_PORT, 1)
         self.stop_message = None

@@ -108,3 +108,28 @@ def test_run_boots_a_disk_image(tmp_path):
 def test_run_needs_a_guest_or_a_disk():
     r = pyvmm("run")
     assert r.returncode == 64 and b"--disk" in r.stderr
+
+
+def test_screen_shows_the_vga_text_buffer(tmp_path):
+    # a boot sector that writes "Hi" at row 1, column 2 and puts the cursor after it
+    from tests.asm import assemble
+    boot = assemble("""
+        mov ax, 0xB800
+        mov es, ax
+        mov word ptr es:[(80 + 2) * 2], 0x0748
+        mov word ptr es:[(80 + 3) * 2], 0x0769
+        mov dx, 0x3D4
+        mov al, 0x0F
+        out dx, al
+        inc dx
+        mov al, 80 + 4
+        out dx, al
+        mov al, 0
+        out 0xF4, al
+    """, 0x7C00, bits=16)
+    image = tmp_path / "screen.img"
+    image.write_bytes(boot.ljust(510, b"\0") + b"\x55\xaa")
+    r = pyvmm("run", "--disk", str(image), "--screen", "-q")
+    lines = r.stdout.decode().splitlines()
+    assert lines[2] == "|  Hi" + " " * 76 + "|"
+    assert lines[-1].endswith("cursor at row 1, column 4")

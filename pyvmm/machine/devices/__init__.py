@@ -9,5 +9,6 @@ from .pic8259 import PIC8259, PICPair
 from .pit8254 import PIT8254
 from .system_ports import KeyboardController, PortA
 from .uart16550 import UART16550
+from .vga_text import VGAText
 
-__all__ = ["ATAChannel", "Disk", "KeyboardController", "PortA", "CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550"]
+__all__ = ["ATAChannel", "Disk", "KeyboardController", "PortA", "CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550", "VGAText"]
