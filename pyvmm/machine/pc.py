@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import (CMOS, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
+from .devices import (CMOS, IOAPIC, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
                       KeyboardController, LocalAPIC, PICPair, PortA, UART16550, VGAText)
+from .devices.ioapic import BASE as IOAPIC_BASE
+from .firmware import mp_tables
 from .devices.lapic import BASE as LAPIC_BASE
 from .devices.pit8254 import GUEST_HZ
 from .multiboot import KernelError, load, read_kernel
@@ -80,10 +82,12 @@ class PC:
         self.cpu.mmio_map(LAPIC_BASE, 0x1000, self.lapic)
         self.cpu.intr_acknowledge = self.acknowledge_interrupt
         self.cpu.apic_present = True
+        self.ioapic = IOAPIC(self.lapic.accept)
+        self.cpu.mmio_map(IOAPIC_BASE, 0x1000, self.ioapic)
         self.ports.register(self.pic.master, 0x20, 2)
         self.ports.register(self.pic.slave, 0xA0, 2)
         # A reprogrammed timer ends the CPU's current run so the next deadline is seen.
-        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.pic.raise_irq(0),
+        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.raise_irq(0),
                            self.cpu.request_exit)
         self.ports.register(self.pit, 0x40, 4)
         self.timers = [self.pit, self.lapic]    # devices with events at an instruction count
@@ -123,6 +127,7 @@ class PC:
                           0xEE, 0xF4, 0x90])              # mov al, v; mov dx, port; out; hlt
             self.cpu.mem_write(FIRMWARE_STUBS + vector * 8, stub)
             self.cpu.mem_write(vector * 4, struct.pack("<HH", vector * 8, FIRMWARE_STUBS >> 4))
+        self.write_firmware_tables()
         self.cpu.mem_write(0x7C00, sector)
         self.cpu.reset_real_mode(0, 0x7C00)
         self.cpu.reg_write("edx", 0x80)
@@ -136,6 +141,7 @@ class PC:
         """Load a Multiboot ELF kernel and set the CPU up to enter it (KernelError if not)."""
         kernel = read_kernel(path)
         load(self.cpu, self.memory_size, kernel, cmdline)
+        self.write_firmware_tables()
         return kernel
 
     def run(self, max_instructions=None, trace=None):
@@ -186,6 +192,16 @@ class PC:
                                         f"stopped: {cpu.last_exit}")
         finally:
             self.uart.sink.flush()
+
+    def raise_irq(self, irq):
+        """An ISA interrupt: to the 8259A, and to the I/O APIC pin the MP table names."""
+        self.pic.raise_irq(irq)
+        self.ioapic.raise_pin(2 if irq == 0 else irq)
+
+    def write_firmware_tables(self):
+        """The MP tables a PC BIOS leaves below 1 MiB (one CPU, ISA, the I/O APIC)."""
+        for address, data in mp_tables(0x521, 0x0000A33C):
+            self.cpu.mem_write(address, data)
 
     def update_intr(self):
         self.cpu.intr_line = self.lapic.pending() >= 0 or self.pic.pending()

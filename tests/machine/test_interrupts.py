@@ -207,3 +207,74 @@ def test_local_apic_timer_and_self_ipi():
     assert result.reason == "exit" and result.status == ((5 + 1) << 1) | 1
     assert abs(pc.cpu.icount - 5 * 100_000) < 200            # one tick per 100,000 instructions
     assert pc.lapic.isr == 0                                  # every interrupt was EOI'd
+
+
+def test_mp_tables_describe_the_machine():
+    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
+    pc.write_firmware_tables()
+    read = pc.cpu.mem_read
+    # the floating pointer: found by its signature on a 16-byte boundary, checksummed
+    area = read(0xF0000, 0x10000)
+    at = next(i for i in range(0, len(area), 16) if area[i:i + 4] == b"_MP_")
+    floating = area[at:at + 16]
+    assert sum(floating) % 256 == 0
+    table_address = struct.unpack_from("<I", floating, 4)[0]
+    header = read(table_address, 44)
+    assert header[:4] == b"PCMP"
+    length, count, lapic = struct.unpack_from("<H", header, 4)[0], struct.unpack_from("<H", header, 34)[0], \
+        struct.unpack_from("<I", header, 36)[0]
+    assert sum(read(table_address, length)) % 256 == 0 and lapic == 0xFEE00000
+    entries = read(table_address + 44, length - 44)
+    kinds, pins, pos = [], {}, 0
+    for _ in range(count):
+        kind = entries[pos]
+        kinds.append(kind)
+        if kind == 3:
+            pins[entries[pos + 5]] = entries[pos + 7]
+        pos += 20 if kind == 0 else 8
+    assert kinds.count(0) == 1 and kinds.count(2) == 1
+    assert pins[0] == 2 and pins[1] == 1 and pins[14] == 14     # IRQ 0 on pin 2
+
+
+def test_io_apic_routes_the_pit_to_a_local_apic_vector():
+    pc = machine("""
+        mov eax, offset handler
+        mov word ptr [idt + 0x30 * 8], ax
+        mov word ptr [idt + 0x30 * 8 + 2], 0x08
+        mov word ptr [idt + 0x30 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 0x30 * 8 + 6], ax
+        lidt [idtr]
+        mov esp, 0x90000
+        mov dword ptr [0xFEE000F0], 0x1FF       /* local APIC on */
+        mov dword ptr [0xFEC00000], 0x14        /* I/O APIC: redirection entry 2, low */
+        mov dword ptr [0xFEC00010], 0x30        /* vector 0x30, fixed, unmasked */
+        mov al, 0x34                            /* PIT: mode 2; the 8259A stays masked */
+        out 0x43, al
+        mov ax, 1193
+        out 0x40, al
+        mov al, ah
+        out 0x40, al
+        sti
+    wait:
+        hlt
+        cmp dword ptr [ticks], 3
+        jb wait
+        mov eax, [ticks]
+        out 0xF4, al
+    handler:
+        inc dword ptr [ticks]
+        mov dword ptr [0xFEE000B0], 0           /* EOI to the local APIC */
+        iretd
+        .align 4
+    ticks: .long 0
+    idtr: .word 0x40 * 8 - 1
+          .long idt
+    idt:
+        .rept 0x40
+        .quad 0
+        .endr
+    """)
+    result = pc.run(max_instructions=10_000_000)
+    assert result.status == (3 << 1) | 1
+    assert pc.ioapic.mmio_read(0xFEC00000, 4) == 0x14

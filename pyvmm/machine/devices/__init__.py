@@ -4,6 +4,7 @@ from .ata import ATAChannel, Disk
 from .cmos import CMOS
 from .debug_console import DebugConsole
 from .debug_exit import DebugExit
+from .ioapic import IOAPIC
 from .lapic import LocalAPIC
 from .pic8259 import PIC8259, PICPair
 from .pit8254 import PIT8254
@@ -11,4 +12,4 @@ from .system_ports import KeyboardController, PortA
 from .uart16550 import UART16550
 from .vga_text import VGAText
 
-__all__ = ["ATAChannel", "Disk", "KeyboardController", "PortA", "CMOS", "DebugConsole", "DebugExit", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550", "VGAText"]
+__all__ = ["ATAChannel", "Disk", "KeyboardController", "PortA", "CMOS", "DebugConsole", "DebugExit", "IOAPIC", "LocalAPIC", "PIC8259", "PICPair", "PIT8254", "UART16550", "VGAText"]
