@@ -65,6 +65,8 @@ cdef class CPU:
     cdef bint attention                   # intr_pending or is_halted: the loop looks closer
     cdef public object intr_acknowledge   # callable() -> vector: the INTA cycle
     cdef public bint apic_present         # CPUID reports a local APIC (the machine has one)
+    cdef public unsigned int apic_base    # IA32_APIC_BASE
+    cdef public unsigned long long tsc_offset   # TSC = icount + tsc_offset (WRMSR 0x10)
     cdef unsigned long long inhibit_at    # STI / MOV SS shadow: that instruction can't be interrupted
     cdef public unsigned long long interrupts   # external interrupts taken
 
@@ -165,6 +167,7 @@ cdef class CPU:
     @cython.locals(form=cython.int, aop=cython.int)
     cdef int execute(self) except -1
     cdef int execute_other(self, int op) except -1
+    @cython.locals(tsc=cython.ulonglong)
     cdef int execute_0f(self) except -1
     cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size) noexcept
     cdef unsigned int incdec(self, unsigned int a, int size, bint dec) noexcept
@@ -200,6 +203,8 @@ cdef class CPU:
     @cython.locals(v=cython.uint)
     cdef int exec_system_0f01(self) except -1
     cdef int exec_cpuid(self) except -1
+    @cython.locals(tsc=cython.ulonglong)
+    cdef int exec_msr(self, bint write) except -1
     @cython.locals(n=cython.int, v=cython.uint)
     cdef int exec_mov_control(self, int op) except -1
     @cython.locals(ok=cython.bint)

@@ -237,6 +237,8 @@ class CPU:
         self.io = None
         self.intr_acknowledge = None
         self.apic_present = False
+        self.apic_base = 0xFEE00900         # IA32_APIC_BASE: base, global enable, BSP
+        self.tsc_offset = 0
         self.exception_intercept = 0
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
@@ -1525,8 +1527,11 @@ class CPU:
         elif op == 0x31:                                # RDTSC: time is the instruction count
             if self.cr4 & 0x4 and self.cpl > 0:
                 self.fault(GP, 0)                       # CR4.TSD
-            self.regs[0] = self.icount & MASK32
-            self.regs[2] = (self.icount >> 32) & MASK32
+            tsc: cython.ulonglong = self.icount + self.tsc_offset
+            self.regs[0] = tsc & MASK32
+            self.regs[2] = (tsc >> 32) & MASK32
+        elif op == 0x32 or op == 0x30:                  # RDMSR / WRMSR
+            self.exec_msr(op == 0x30)
         elif op == 0xA0 or op == 0xA8:                  # PUSH FS / GS
             self.push(osz, self.seg_sel[FS if op == 0xA0 else GS])
         elif op == 0xA1 or op == 0xA9:                  # POP FS / GS
@@ -2402,6 +2407,34 @@ class CPU:
         self.protected = (v & CR0_PE) != 0
         return 0
 
+    def exec_msr(self, write):
+        """RDMSR / WRMSR (ECX = the MSR): the time-stamp counter (0x10) and IA32_APIC_BASE
+        (0x1B); any other MSR is #GP(0), as on a processor that does not have it."""
+        msr: cython.uint = self.regs[1]
+        value: cython.ulonglong
+        if self.cpl != 0:
+            self.fault(GP, 0)
+        if msr == 0x10:
+            if write:
+                value = (cython.cast(cython.ulonglong, self.regs[2]) << 32) | self.regs[0]
+                self.tsc_offset = value - self.icount
+            else:
+                value = self.icount + self.tsc_offset
+                self.regs[0] = value & MASK32
+                self.regs[2] = (value >> 32) & MASK32
+            return 0
+        if msr == 0x1B and self.apic_present:
+            if write:
+                if (self.regs[0] & PAGE_FRAME) != (self.apic_base & PAGE_FRAME) or self.regs[2]:
+                    raise Unsupported("moving the local APIC (IA32_APIC_BASE) is not implemented")
+                self.apic_base = (self.apic_base & ~cython.cast(cython.uint, 0x800)) | (self.regs[0] & 0x800)
+            else:
+                self.regs[0] = self.apic_base
+                self.regs[2] = 0
+            return 0
+        self.fault(GP, 0)
+        return 0
+
     def exec_cpuid(self):
         leaf: cython.uint = self.regs[0]
         if leaf >= 0x40000000 and leaf <= 0x4FFFFFFF and self.hypervisor_leaf_ebx:
@@ -2427,6 +2460,7 @@ class CPU:
         self.regs[1] = SIGN32 if self.hypervisor_leaf_ebx else 0        # "hypervisor present"
         self.regs[2] = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8) | (1 << 13) | (1 << 15)
         # DE (debug extensions), PSE (4 MiB pages), TSC, CMPXCHG8B, PGE (global pages), CMOV
+        self.regs[2] |= 1 << 5                          # MSR (RDMSR/WRMSR)
         if self.apic_present:
             self.regs[2] |= 1 << 9                      # the machine has a local APIC
         return 0

@@ -288,6 +288,8 @@ def _rows():
     add("nop", 0x0F1F, "Ev", reg=0, family="misc")
     add("cpuid", 0x0FA2, family="system")
     add("rdtsc", 0x0F31, family="system")
+    add("rdmsr", 0x0F32, family="system")
+    add("wrmsr", 0x0F30, family="system")
     add("ud2", 0x0F0B, family="system")    # defined to raise #UD: decodes, never executes
     add("sgdt", 0x0F01, "Ms", reg=0, family="system")
     add("sidt", 0x0F01, "Ms", reg=1, family="system")

@@ -57,7 +57,9 @@ SKIP_MNEMONICS = frozenset(("hlt", "cpuid", "rdtsc", "sgdt", "sidt", "lgdt", "li
                             # templates do not make; tests/core/test_privilege.py checks them
                             # by the SDM (Unicorn also loads a null selector with LTR, where
                             # the SDM says #GP(0))
-                            "sldt", "str", "lldt", "ltr", "verr", "verw", "lar", "lsl"))
+                            "sldt", "str", "lldt", "ltr", "verr", "verw", "lar", "lsl",
+                            # model-specific registers are this machine's own
+                            "rdmsr", "wrmsr"))
 # ... and MOV to/from control and debug registers (machine state Unicorn models differently)
 SKIP_OPERANDS = frozenset(("Cd", "Dd"))
 # Families whose run may leave segment/descriptor state behind: fresh machines each time.

@@ -295,3 +295,28 @@ def test_memory_mapped_io_reaches_the_device():
     cpu.emu_start(CODE, 0)
     assert cpu.reg_read("eax") == 0x11223344 and cpu.reg_read("bl") == 0x44
     assert dev.log == [("r", 0xFEE00020, 4), ("w", 0xFEE000B0, 4, 0), ("r", 0xFEE00031, 1)]
+
+
+def test_msrs_tsc_and_apic_base():
+    idt = [gate(0x08, 0x3000 + 0x10 * v) for v in range(32)]
+    cpu = machine("""
+        mov ecx, 0x10
+        xor edx, edx
+        mov eax, 1000
+        wrmsr                   /* TSC := 1000 */
+        rdtsc
+        mov esi, eax
+        mov ecx, 0x1B
+        rdmsr
+        mov edi, eax
+        mov ecx, 0x12345
+        rdmsr                   /* no such MSR: #GP(0) */
+        hlt
+    """, idt=idt)
+    cpu.apic_present = True
+    for v in range(32):
+        cpu.mem_write(0x3000 + 0x10 * v, b"\xf4")
+    cpu.emu_start(CODE, 0)
+    assert cpu.reg_read("esi") == 1001              # one instruction later
+    assert cpu.reg_read("edi") == 0xFEE00900
+    assert cpu.eip == 0x3000 + 0x10 * 13 + 1
