@@ -140,7 +140,7 @@ cdef class CPU:
     # -- registers and flags --------------------------------------------------------------
     cdef inline unsigned int get_reg(self, int size, int r) noexcept
     cdef inline void set_reg(self, int size, int r, unsigned int v) noexcept
-    cdef unsigned int flag_cf(self) noexcept
+    cdef inline unsigned int flag_cf(self) noexcept
     cdef void materialize(self) noexcept
     cdef unsigned int get_eflags(self) noexcept
     cdef void set_eflags(self, unsigned int value, unsigned int mask) noexcept
@@ -170,7 +170,7 @@ cdef class CPU:
     @cython.locals(tsc=cython.ulonglong)
     cdef int execute_0f(self) except -1
     cdef unsigned int alu(self, int op, unsigned int a, unsigned int b, int size) noexcept
-    cdef unsigned int incdec(self, unsigned int a, int size, bint dec) noexcept
+    cdef inline unsigned int incdec(self, unsigned int a, int size, bint dec) noexcept
     cdef int exec_cmpxchg(self, int size) except -1
     cdef int exec_xadd(self, int size) except -1
     cdef int exec_cmpxchg8b(self) except -1
