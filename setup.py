@@ -11,6 +11,8 @@ CORE_MODULES = ["memory", "cpu"]
 extensions = [
     Extension(f"pyvmm._core.{name}", [f"pyvmm/_core/{name}.py"],
               extra_compile_args=["-O3", "-fno-strict-aliasing",   # guest RAM is read as bytes and words
+                                  "--param", "max-inline-insns-single=600",
+                                  "--param", "inline-unit-growth=400",
                                   "-Wno-unused-function", "-Wno-unreachable-code"])
     for name in CORE_MODULES
 ]
