@@ -14,15 +14,22 @@ BASE = 0x100000
 PIT_RELOAD = 11932              # ~100 Hz
 
 
+def gate(vector, label):
+    """Assembly that points IDT entry `vector` (in the program's `idt`) at `label`."""
+    return f"""
+        mov eax, offset {label}
+        mov word ptr [idt + {vector} * 8], ax
+        mov word ptr [idt + {vector} * 8 + 2], 0x08
+        mov word ptr [idt + {vector} * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + {vector} * 8 + 6], ax
+"""
+
+
 def program(ticks_wanted, body="hlt"):
     return f"""
         mov esp, 0x90000
-        mov eax, offset irq0            /* IDT entry 0x20: interrupt gate to irq0 */
-        mov word ptr [idt + 0x20 * 8], ax
-        mov word ptr [idt + 0x20 * 8 + 2], 0x08
-        mov word ptr [idt + 0x20 * 8 + 4], 0x8E00
-        shr eax, 16
-        mov word ptr [idt + 0x20 * 8 + 6], ax
+        {gate(0x20, "irq0")}
         lidt [idtr]
         mov al, 0x11
         out 0x20, al            /* ICW1: edge, cascade, ICW4 follows */
@@ -155,18 +162,8 @@ def test_cmos_clock_is_deterministic_bcd_and_advances_with_guest_time():
 
 LAPIC_PROGRAM = f"""
         mov esp, 0x90000
-        mov eax, offset timer
-        mov word ptr [idt + 0x40 * 8], ax
-        mov word ptr [idt + 0x40 * 8 + 2], 0x08
-        mov word ptr [idt + 0x40 * 8 + 4], 0x8E00
-        shr eax, 16
-        mov word ptr [idt + 0x40 * 8 + 6], ax
-        mov eax, offset ipi
-        mov word ptr [idt + 0x41 * 8], ax
-        mov word ptr [idt + 0x41 * 8 + 2], 0x08
-        mov word ptr [idt + 0x41 * 8 + 4], 0x8E00
-        shr eax, 16
-        mov word ptr [idt + 0x41 * 8 + 6], ax
+        {gate(0x40, "timer")}
+        {gate(0x41, "ipi")}
         lidt [idtr]
         mov dword ptr [0xFEE000F0], 0x1FF       /* SVR: APIC on, spurious vector 0xFF */
         mov dword ptr [0xFEE00300], 0x00044041  /* ICR: fixed IPI to self, vector 0x41 */
@@ -237,13 +234,8 @@ def test_mp_tables_describe_the_machine():
 
 
 def test_io_apic_routes_the_pit_to_a_local_apic_vector():
-    pc = machine("""
-        mov eax, offset handler
-        mov word ptr [idt + 0x30 * 8], ax
-        mov word ptr [idt + 0x30 * 8 + 2], 0x08
-        mov word ptr [idt + 0x30 * 8 + 4], 0x8E00
-        shr eax, 16
-        mov word ptr [idt + 0x30 * 8 + 6], ax
+    pc = machine(f"""
+        {gate(0x30, "handler")}
         lidt [idtr]
         mov esp, 0x90000
         mov dword ptr [0xFEE000F0], 0x1FF       /* local APIC on */
