@@ -125,12 +125,53 @@ def _compile(src, obj, opt, includes, verbose):
     _replace_from_tmp(obj, make)
 
 
+BOOT_SECTOR = "bootsector.asm16"      # a guest with this file also gets a bootable disk image
+DISK_SECTORS = 2048                   # the image's size: 1 MiB
+
+
 def build(name, opt="O2", force=False, verbose=False):
-    """Build guests/<name> at `opt` ("O0" or "O2") if out of date; return the ELF path."""
+    """Build guests/<name> at `opt` ("O0" or "O2") if out of date; return the ELF path.
+
+    A guest folder with a bootsector.asm16 also gets guests/build/<opt>/<name>.img: a disk
+    whose sector 0 is that boot sector and whose following sectors hold the kernel."""
     folder = GUESTS / name
     if name in ("lib", "build") or not folder.is_dir():
         raise BuildError(f"no guest {name!r} (guests: {', '.join(guest_names())})")
-    return _build(folder, name, BUILD / opt, BUILD / opt / name, opt, force, verbose)
+    elf = _build(folder, name, BUILD / opt, BUILD / opt / name, opt, force, verbose)
+    if (folder / BOOT_SECTOR).exists():
+        _disk_image(folder, elf, elf.with_suffix(".img"), verbose)
+    return elf
+
+
+def disk_image(name, opt="O2"):
+    """The disk image of a guest that has a boot sector (built if out of date), or None."""
+    elf = build(name, opt)
+    image = elf.with_suffix(".img")
+    return image if image.exists() else None
+
+
+def _disk_image(folder, elf, image, verbose):
+    source = folder / BOOT_SECTOR
+    if not _stale(image, max(elf.stat().st_mtime, source.stat().st_mtime)):
+        return image
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _run(["objcopy", "-O", "binary", str(elf), str(tmp / "kernel.bin")], verbose)
+        kernel = (tmp / "kernel.bin").read_bytes()
+        entry = int.from_bytes(elf.read_bytes()[24:28], "little")      # e_entry of the ELF32
+        sectors = (len(kernel) + 511) // 512
+        if sectors > 255:
+            raise BuildError(f"{folder.name}: the kernel needs {sectors} sectors, one READ takes 255")
+        _run(["as", "--32", f"--defsym=KERNEL_SECTORS={sectors}", f"--defsym=KERNEL_ENTRY={entry}",
+              "-o", str(tmp / "boot.o"), str(source)], verbose)
+        _run(["ld", "-m", "elf_i386", "-Ttext", "0x7C00", "--oformat", "binary",
+              "-o", str(tmp / "boot.bin"), str(tmp / "boot.o")], verbose)
+        boot = (tmp / "boot.bin").read_bytes()
+        if len(boot) != 512 or boot[510:] != b"\x55\xaa":
+            raise BuildError(f"{source}: the boot sector must be 512 bytes ending in 55 AA")
+        disk = (boot + kernel.ljust(sectors * 512, b"\0")).ljust(DISK_SECTORS * 512, b"\0")
+        _replace_from_tmp(image, lambda t: t.write_bytes(disk))
+    return image
 
 
 def build_folder(folder, opt="O2", force=False, verbose=False):

@@ -46,3 +46,26 @@ def test_guest_matches_qemu(name, opt):
     assert output.decode(errors="replace") == expected.decode(errors="replace"), result.message
     assert status == expected_status, result.message
     assert result.reason == "exit"
+
+
+DISK_GUESTS = [n for n in GUEST_NAMES if (Path(guests_build.GUESTS) / n / guests_build.BOOT_SECTOR).exists()]
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed (apt-get install qemu-system-x86)")
+@pytest.mark.parametrize("opt", ["O0", "O2"])
+@pytest.mark.parametrize("name", DISK_GUESTS)
+def test_disk_image_boots_as_on_qemu(name, opt, tmp_path):
+    """Booting the guest's disk image like a PC: same output, status and disk writes."""
+    image = guests_build.disk_image(name, opt)
+    qemu_disk, pyvmm_disk = tmp_path / "qemu.img", tmp_path / "pyvmm.img"
+    qemu_disk.write_bytes(image.read_bytes())
+    pyvmm_disk.write_bytes(image.read_bytes())
+    r = subprocess.run([QEMU, *QEMU_COMMAND, "-drive", f"file={qemu_disk},format=raw"],
+                       capture_output=True, timeout=120)
+    out = io.BytesIO()
+    pc = PC(console=out, debugcon=io.BytesIO(), disks=[str(pyvmm_disk)])
+    pc.boot_disk()
+    result = pc.run(max_instructions=500_000_000)
+    assert out.getvalue() == r.stdout, result.message
+    assert result.status == r.returncode
+    assert pyvmm_disk.read_bytes() == qemu_disk.read_bytes()
