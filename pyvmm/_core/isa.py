@@ -200,7 +200,7 @@ def _rows():
     add("cmpxchg", 0x0FB1, "Ev,Gv", flags=OSZAPC, lock=True, family="alu")
     add("cmpxchg8b", 0x0FC7, "Mq", reg=1, flags=ZF, lock=True, family="alu")
     for r in range(8):
-        add("bswap", 0x0FC8 + r, f"Z{r}d", family="mov")
+        add("bswap", 0x0FC8 + r, f"Z{r}d", rule="bswap", family="mov")
     add("xlat", 0xD7, family="mov")
     for r in range(8):
         add("push", 0x50 + r, f"Z{r}v", family="stack")
@@ -333,6 +333,8 @@ UNDEFINED_RULES = {
     "shld": "count != 0: AF; count > 1: OF; count > size: OF SF ZF AF PF CF and result",
     # BSF/BSR: destination undefined when the source is zero.
     "bsf": "source == 0: result",
+    # BSWAP: "When the BSWAP instruction references a 16-bit register, the result is undefined."
+    "bswap": "size == 16: result",
 }
 
 
@@ -353,6 +355,8 @@ def undefined_mask(insn, count=None, size=32):
         if insn.rule == "shld" and count > size:
             mask |= OSZAPC
             result = True
+    if insn.rule == "bswap" and size == 16:
+        result = True
     return mask, result
 
 
