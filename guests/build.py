@@ -62,8 +62,10 @@ def describe(name):
         if m:
             lines = [line.strip().lstrip("*").strip() for line in m.group(1).splitlines()]
             text = " ".join(line for line in lines if line)
-            text = re.sub(rf"^{re.escape(name)}:\s*", "", text)       # "compute: an integer ..."
+            text = re.sub(rf"^{re.escape(name)}:\s*", "", text, flags=re.I)  # "compute: an ..."
             sentence = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".")
+            if len(sentence) > 80:                      # one line in `pyvmm guests`
+                sentence = sentence[:78].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
             return sentence[:1].upper() + sentence[1:]
     return ""
 

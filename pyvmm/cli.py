@@ -178,6 +178,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("pyvmm: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`pyvmm guests | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -133,3 +133,9 @@ def test_screen_shows_the_vga_text_buffer(tmp_path):
     lines = r.stdout.decode().splitlines()
     assert lines[2] == "|  Hi" + " " * 76 + "|"
     assert lines[-1].endswith("cursor at row 1, column 4")
+
+
+def test_guests_into_a_closed_pipe_is_quiet():
+    r = subprocess.run(f"{sys.executable} -m pyvmm guests | head -n 1", shell=True, cwd=ROOT,
+                       capture_output=True, timeout=60)
+    assert len(r.stdout.splitlines()) == 1 and b"Traceback" not in r.stderr
