@@ -204,6 +204,10 @@ KNOWN_DEVIATIONS: List[Deviation] = [
 # (tests/core/templates.py) simply do not generate the input, and test_harness_api.py checks
 # pyvmm's behaviour on it against the SDM instead. Each entry: what, and what the SDM says.
 UNICORN_LIMITS = (
+    ("LOCK with a register destination when an 0x67 prefix is present too",
+     "f0 67 30 e4 (lock xor ah, ah) runs on Unicorn 2.1.4; SDM LOCK: '#UD ... if the "
+     "destination operand is not a memory operand'. The templates do not generate the "
+     "combination; test_random_bytes.py checks pyvmm's #UD for invalid LOCK."),
     ("LTR with a null selector",
      "QEMU loads an invalid TR; SDM LTR: '#GP(0) If the source operand contains a NULL segment "
      "selector.' The templates skip the descriptor-table instructions; test_privilege.py checks them."),
