@@ -11,15 +11,6 @@
 
 static volatile uint32_t ticks, apic_ticks, ipis;
 static volatile int send_eoi = 1;
-static int checks, failures;
-
-static void check(const char *what, int ok)
-{
-    checks++;
-    if (!ok)
-        failures++;
-    printf("%-52s %s\n", what, ok ? "ok" : "FAIL");
-}
 
 static void timer(struct frame *f)
 {
@@ -65,7 +56,7 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     outb(PIC1 + 1, 0x04); outb(PIC2 + 1, 0x02);
     outb(PIC1 + 1, 0x01); outb(PIC2 + 1, 0x01);
     outb(PIC1 + 1, 0xFE); outb(PIC2 + 1, 0xFF);
-    check("PIC masks read back", inb(PIC1 + 1) == 0xFE && inb(PIC2 + 1) == 0xFF);
+    verdict("PIC masks read back", inb(PIC1 + 1) == 0xFE && inb(PIC2 + 1) == 0xFF);
 
     /* PIT channel 0, mode 2 (rate generator), ~1 kHz */
     outb(0x43, 0x34);
@@ -75,65 +66,65 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     sti();
     while (ticks < 10)
         hlt();                          /* each tick wakes the CPU */
-    check("10 ticks counted while halting", ticks == 10);
+    verdict("10 ticks counted while halting", ticks == 10);
     while (ticks < 20) { }
-    check("10 more while busy", ticks == 20);
+    verdict("10 more while busy", ticks == 20);
 
     /* CLI: a tick that comes in stays pending in IRR until STI */
     cli();
     uint32_t t0 = ticks;
     wait_irr0();
-    check("with IF=0 a tick waits in IRR, not delivered", ticks == t0);
+    verdict("with IF=0 a tick waits in IRR, not delivered", ticks == t0);
     sti();
     settle(t0 + 1);
-    check("STI: the pending tick is delivered", ticks == t0 + 1);
+    verdict("STI: the pending tick is delivered", ticks == t0 + 1);
 
     /* no EOI: IRQ 0 stays in service, the next one waits in IRR */
     send_eoi = 0;
     t0 = ticks;
     while (ticks == t0) { }
     wait_irr0();
-    check("without EOI the next tick is held back", ticks == t0 + 1 && (pic_isr() & 1));
+    verdict("without EOI the next tick is held back", ticks == t0 + 1 && (pic_isr() & 1));
     send_eoi = 1;
     outb(PIC1, 0x20);                   /* EOI for the tick in service */
     settle(t0 + 2);
-    check("EOI: the held-back tick arrives", ticks == t0 + 2);
+    verdict("EOI: the held-back tick arrives", ticks == t0 + 2);
 
     /* the mask: IRR still latches, nothing is delivered until it is unmasked */
     outb(PIC1 + 1, 0xFF);
     t0 = ticks;
     wait_irr0();
-    check("masked: a tick latches in IRR, not delivered", ticks == t0);
+    verdict("masked: a tick latches in IRR, not delivered", ticks == t0);
     outb(PIC1 + 1, 0xFE);
     settle(t0 + 1);
-    check("unmasked: it is delivered", ticks == t0 + 1);
+    verdict("unmasked: it is delivered", ticks == t0 + 1);
 
     /* the counter: latch channel 0 and read it, LSB then MSB */
     outb(0x43, 0x00);
     uint32_t count = inb(0x40);
     count |= (uint32_t)inb(0x40) << 8;
-    check("a latched count lies within the reload value", count > 0 && count <= PIT_RELOAD);
+    verdict("a latched count lies within the reload value", count > 0 && count <= PIT_RELOAD);
 
     /* the local APIC: its own timer and an interrupt sent to itself */
     outb(PIC1 + 1, 0xFF);               /* the PIT rests */
     set_handler(0x40, apic_timer);
     set_handler(0x41, apic_ipi);
-    check("the local APIC is an integrated one (version 1x)", (apic_read(0x30) & 0xF0) == 0x10);
+    verdict("the local APIC is an integrated one (version 1x)", (apic_read(0x30) & 0xF0) == 0x10);
     apic_write(0xF0, 0x1FF);            /* spurious-vector register: APIC on */
     apic_write(0x300, 0x00044041);      /* ICR: fixed, to self, vector 0x41 */
     for (int i = 0; i < 200 && !ipis; i++)
         __asm__ volatile("nop");
-    check("a self-IPI is delivered", ipis == 1);
+    verdict("a self-IPI is delivered", ipis == 1);
     apic_write(0x3E0, 0x3);             /* divide by 16 */
     apic_write(0x320, 0x20040);         /* LVT timer: periodic, vector 0x40 */
     apic_write(0x380, 20000);
     while (apic_ticks < 5)
         hlt();
-    check("5 periodic APIC timer ticks", apic_ticks == 5);
+    verdict("5 periodic APIC timer ticks", apic_ticks == 5);
     apic_write(0x320, 0x10040);         /* masked */
-    check("the timer's current count lies within its initial count", apic_read(0x390) <= 20000);
+    verdict("the timer's current count lies within its initial count", apic_read(0x390) <= 20000);
 
     cli();
-    printf("interrupts: %d checks, %d failed\n", checks, failures);
-    exit(failures ? 1 : 0);
+    printf("interrupts: %d checks, %d failed\n", verdicts, verdicts_failed);
+    exit(verdicts_failed ? 1 : 0);
 }

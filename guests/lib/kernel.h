@@ -27,6 +27,10 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int puts(const char *s);        /* s and a newline */
 
+/* check.c: print "<what>  ok|FAIL" and count; `verdicts` and `verdicts_failed` tally them */
+extern int verdicts, verdicts_failed;
+void verdict(const char *what, int ok);
+
 /* string.c */
 void *memcpy(void *dst, const void *src, size_t n);
 void *memmove(void *dst, const void *src, size_t n);

@@ -24,7 +24,6 @@ static uint32_t pt_win_a[1024] __attribute__((aligned(4096)));
 static uint32_t pt_win_b[1024] __attribute__((aligned(4096)));
 static uint8_t frames[12][4096] __attribute__((aligned(4096)));
 
-static int checks, failures;
 static volatile uint32_t faults, fault_cr2, fault_err;
 static volatile int demand;            /* the #PF handler maps what is missing */
 static int next_frame = 8;
@@ -57,14 +56,6 @@ __asm__(
 /* The frames are also reached through other linear addresses, which the compiler cannot
  * see: read them with volatile accesses. */
 static uint32_t peek(const void *p) { return *(const volatile uint32_t *)p; }
-
-static void check(const char *what, int ok)
-{
-    checks++;
-    if (!ok)
-        failures++;
-    printf("%-52s %s\n", what, ok ? "ok" : "FAIL");
-}
 
 static inline uint32_t read_cr0(void) { uint32_t v; __asm__ volatile("mov %%cr0, %0" : "=r"(v)); return v; }
 static inline uint32_t read_cr4(void) { uint32_t v; __asm__ volatile("mov %%cr4, %0" : "=r"(v)); return v; }
@@ -120,26 +111,26 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     write_cr3((uint32_t)pd_a);
     write_cr0(read_cr0() | CR0_PG);
     static volatile uint32_t marker = 0x12345678;
-    check("paging on, identity map: kernel data reads back", marker == 0x12345678);
+    verdict("paging on, identity map: kernel data reads back", marker == 0x12345678);
 
     /* map a frame into the window, write through it, read it back directly */
     *pte_for(pt_win_a, WINDOW) = (uint32_t)frames[0] | PTE_P | PTE_RW;
     *(volatile uint32_t *)WINDOW = 0xCAFEF00D;
-    check("a store through a mapping lands in its frame", peek(frames[0]) == 0xCAFEF00D);
-    check("the PTE is now accessed and dirty",
+    verdict("a store through a mapping lands in its frame", peek(frames[0]) == 0xCAFEF00D);
+    verdict("the PTE is now accessed and dirty",
           (*pte_for(pt_win_a, WINDOW) & (PTE_A | PTE_D)) == (PTE_A | PTE_D));
-    check("the PDE is now accessed", (pd_a[WINDOW >> 22] & PTE_A) != 0);
+    verdict("the PDE is now accessed", (pd_a[WINDOW >> 22] & PTE_A) != 0);
 
     /* unmap it: reads and writes fault, with the error code and CR2 the SDM gives */
     *pte_for(pt_win_a, WINDOW) = 0;
     invlpg(WINDOW);
     probe_faulted = 0;
     uint32_t v = probe_read(WINDOW + 0x10);
-    check("a read of an unmapped page faults", probe_faulted && v == 0xFFFFFFFFu);
-    check("... with CR2 = the address and error code 0", fault_cr2 == WINDOW + 0x10 && fault_err == 0);
+    verdict("a read of an unmapped page faults", probe_faulted && v == 0xFFFFFFFFu);
+    verdict("... with CR2 = the address and error code 0", fault_cr2 == WINDOW + 0x10 && fault_err == 0);
     probe_faulted = 0;
     probe_write(WINDOW + 0x20, 1);
-    check("a write faults with error code 2 (write, not present)",
+    verdict("a write faults with error code 2 (write, not present)",
           probe_faulted && fault_cr2 == WINDOW + 0x20 && fault_err == 2);
 
     /* read-only page: a supervisor may write it unless CR0.WP is set */
@@ -147,11 +138,11 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     invlpg(WINDOW);
     probe_faulted = 0;
     probe_write(WINDOW, 0x11);
-    check("CR0.WP=0: ring 0 writes a read-only page", !probe_faulted && peek(frames[1]) == 0x11);
+    verdict("CR0.WP=0: ring 0 writes a read-only page", !probe_faulted && peek(frames[1]) == 0x11);
     write_cr0(read_cr0() | CR0_WP);
     probe_faulted = 0;
     probe_write(WINDOW, 0x22);
-    check("CR0.WP=1: the write faults with error code 3",
+    verdict("CR0.WP=1: the write faults with error code 3",
           probe_faulted && fault_err == 3 && peek(frames[1]) == 0x11);
     write_cr0(read_cr0() & ~CR0_WP);
 
@@ -159,17 +150,17 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     *(volatile uint32_t *)frames[2] = 0xB0B0B0B0;
     *pte_for(pt_win_a, WINDOW) = (uint32_t)frames[2] | PTE_P | PTE_RW;
     invlpg(WINDOW);
-    check("INVLPG: a remapped page shows its new frame", *(volatile uint32_t *)WINDOW == 0xB0B0B0B0);
+    verdict("INVLPG: a remapped page shows its new frame", *(volatile uint32_t *)WINDOW == 0xB0B0B0B0);
 
     /* a 4 MiB page */
     write_cr4(read_cr4() | CR4_PSE);
     pd_a[BIG >> 22] = 0 | PTE_P | PTE_RW | PDE_PS;
     write_cr3((uint32_t)pd_a);
-    check("a 4 MiB page maps physical 0 at 2 GiB",
+    verdict("a 4 MiB page maps physical 0 at 2 GiB",
           *(volatile uint32_t *)(BIG + (uint32_t)&marker) == 0x12345678);
     *(volatile uint32_t *)(BIG + (uint32_t)frames[3]) = 0x4D4D4D4D;
-    check("... and stores through it land there too", peek(frames[3]) == 0x4D4D4D4D);
-    check("... its PDE is accessed and dirty", (pd_a[BIG >> 22] & (PTE_A | PTE_D)) == (PTE_A | PTE_D));
+    verdict("... and stores through it land there too", peek(frames[3]) == 0x4D4D4D4D);
+    verdict("... its PDE is accessed and dirty", (pd_a[BIG >> 22] & (PTE_A | PTE_D)) == (PTE_A | PTE_D));
 
     /* demand paging: four untouched pages, each faults once and is then mapped */
     uint32_t before = faults;
@@ -181,7 +172,7 @@ int kmain(uint32_t magic, struct multiboot_info *info)
         sum += *p;
     }
     demand = 0;
-    check("demand paging: 4 pages, 4 faults, all data kept", faults - before == 4 && sum == 1000);
+    verdict("demand paging: 4 pages, 4 faults, all data kept", faults - before == 4 && sum == 1000);
 
     /* two address spaces: the same linear page, a different frame in each */
     *pte_for(pt_win_a, WINDOW) = (uint32_t)frames[4] | PTE_P | PTE_RW;
@@ -194,12 +185,12 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     uint32_t in_b = *(volatile uint32_t *)WINDOW;
     write_cr3((uint32_t)pd_a);
     uint32_t in_a = *(volatile uint32_t *)WINDOW;
-    check("CR3 switch: each address space sees its own frame",
+    verdict("CR3 switch: each address space sees its own frame",
           in_a == 0xAAAA && in_b == 0xBBBB && peek(frames[4]) == 0xAAAA
           && peek(frames[5]) == 0xBBBB);
 
     write_cr0(read_cr0() & ~CR0_PG);
-    check("paging off again: identity, data intact", marker == 0x12345678);
-    printf("paging: %d checks, %d failed, %u page faults\n", checks, failures, faults);
-    exit(failures ? 1 : 0);
+    verdict("paging off again: identity, data intact", marker == 0x12345678);
+    printf("paging: %d checks, %d failed, %u page faults\n", verdicts, verdicts_failed, faults);
+    exit(verdicts_failed ? 1 : 0);
 }

@@ -29,7 +29,7 @@ cdef struct Decoded:
     unsigned char len, opsize, adsize    # length in bytes; operand and address size (2 or 4)
     unsigned char rep, lock              # 1 = REP/REPE, 2 = REPNE; LOCK prefix
     unsigned char mod, reg, rm           # ModRM fields (mod 3 when there is none)
-    unsigned char scale, ea_seg, code32  # SIB scale; segment of the memory operand; CS.D
+    unsigned char scale, ea_seg          # SIB scale; segment of the memory operand
     signed char seg, base, index         # segment override; base and index registers (-1: none)
 
 @cython.final
@@ -179,7 +179,7 @@ cdef class CPU:
     cdef unsigned int shift(self, int op, unsigned int v, unsigned int count, int size) noexcept
     cdef int exec_shld(self, bint right, unsigned int count) except -1
     cdef int exec_bit(self, int op, int size, long long offset) except -1
-    @cython.locals(vals=object, out=cython.uint[8])
+    @cython.locals(out=cython.uint[8])
     cdef int exec_popa(self, int size) except -1
     @cython.locals(f=cython.uint)
     cdef int imul_flags(self, long long full, int size) except -1

@@ -198,7 +198,7 @@ class DecodedInstruction:
     """One decoded instruction, as the decode cache keeps it (uncompiled stand-in for the
     C struct `Decoded` in cpu.pxd, where the fields are described)."""
     __slots__ = ("tag", "ppage", "gen", "disp", "imm", "imm2", "op", "len", "opsize",
-                 "adsize", "rep", "lock", "mod", "reg", "rm", "scale", "ea_seg", "code32",
+                 "adsize", "rep", "lock", "mod", "reg", "rm", "scale", "ea_seg",
                  "seg", "base", "index")
 
     def __init__(self):
@@ -911,7 +911,6 @@ class CPU:
         self.cur.tag = lin
         self.cur.ppage = self.fetch_ppage
         self.cur.gen = self.mem.page_gen[self.fetch_ppage]
-        self.cur.code32 = self.code32
         self.mem.code_chunks[self.fetch_ppage] |= chunk_bits(lin & 0xFFF, self.cur.len)
         self.dcache[lin & 4095] = self.cur
 
@@ -1086,10 +1085,8 @@ class CPU:
                 elif rm < 4 or rm == 6:
                     self.cur.base = 5             # BP
                     self.cur.ea_seg = SS
-                if rm < 4:
-                    self.cur.index = 6 + (rm & 1)     # SI, DI
-                elif rm < 6:
-                    self.cur.index = 6 + (rm & 1)
+                if rm < 6:
+                    self.cur.index = 6 + (rm & 1)     # SI (even rm) or DI (odd)
             if mod == 1:
                 d = self.fetch8()
                 self.cur.disp = (d ^ 0x80) - 0x80 & 0xFFFF
@@ -1820,7 +1817,6 @@ class CPU:
         return 0
 
     def exec_popa(self, size):
-        vals = [0] * 8 if not cython.compiled else None
         sp: cython.uint = self.regs[4]
         r: cython.int
         v: cython.uint
@@ -1828,7 +1824,7 @@ class CPU:
         # Read all eight slots before changing any register: a fault leaves them intact.
         out: cython.uint[8]
         if not cython.compiled:
-            out = vals
+            out = [0] * 8
         for r in range(7, -1, -1):
             out[r] = self.read(SS, (sp + (7 - r) * size) & spmask, size)
         for r in range(8):
@@ -3198,5 +3194,3 @@ for _i, _n in enumerate(("a", "c", "d", "b")):
     _SMALL_REGS[_n + "x"] = (_i, 2, 0)
 for _i, _n in enumerate(("sp", "bp", "si", "di")):
     _SMALL_REGS[_n] = (_i + 4, 2, 0)
-_SMALL_REGS["ip"] = None
-del _SMALL_REGS["ip"]
