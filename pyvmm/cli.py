@@ -85,7 +85,8 @@ def cmd_run(args):
         from . import CPU as cpu_class
     try:
         pc = PC(memory=memory, console_input=sys.stdin.buffer if not sys.stdin.isatty() else None,
-                cpu_class=cpu_class, disks=args.disk or (), snapshot=args.snapshot)
+                cpu_class=cpu_class, disks=args.disk or (), snapshot=args.snapshot,
+                realtime=args.realtime)
     except ValueError as e:
         raise UsageError(str(e)) from None
     except OSError as e:
@@ -162,6 +163,9 @@ def main(argv=None):
     run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
     run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
     run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
+    run.add_argument("--realtime", action="store_true",
+                     help="device clocks follow the host's clock (default: the instruction count, "
+                          "so runs are deterministic)")
     run.add_argument("--screen", action="store_true",
                      help="show the VGA text screen (80x25 at 0xB8000) when the run ends")
     run.add_argument("--quiet", "-q", action="store_true", help="no summary line")

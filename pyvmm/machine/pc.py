@@ -11,9 +11,9 @@ from ..trace import Tracer
 from .devices import (CMOS, IOAPIC, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
                       KeyboardController, LocalAPIC, PICPair, PortA, UART16550, VGAText)
 from .devices.ioapic import BASE as IOAPIC_BASE
+from .clock import HostClock, InstructionClock
 from .firmware import mp_tables
 from .devices.lapic import BASE as LAPIC_BASE
-from .devices.pit8254 import GUEST_HZ
 from .multiboot import KernelError, load, read_kernel
 from .portbus import PortBus
 
@@ -62,12 +62,14 @@ class RunResult:
 
 class PC:
     def __init__(self, memory=DEFAULT_MEMORY, console=None, console_input=None, debugcon=None,
-                 cpu_class=CPU, disks=(), snapshot=False):
+                 cpu_class=CPU, disks=(), snapshot=False, realtime=False):
         if memory < (2 << 20) or memory % 4096:
             raise ValueError("guest memory must be at least 2 MiB and a multiple of 4 KiB")
         self.memory_size = memory
         self.cpu = cpu_class()
         self.cpu.mem_map(0, memory)
+        # Guest time for every device: the instruction count, or the host's clock.
+        self.clock = (HostClock if realtime else InstructionClock)(self.cpu)
         self.ports = PortBus()
         self.cpu.io = self.ports
         self.uart = UART16550(console if console is not None else sys.stdout.buffer, console_input)
@@ -78,7 +80,7 @@ class PC:
         self.ports.register(self.debugcon, 0xE9, 1)
         # Interrupt controllers: the local APIC's interrupts first, then the 8259A's.
         self.pic = PICPair(self.update_intr)
-        self.lapic = LocalAPIC(lambda: self.cpu.icount, self.update_intr, self.cpu.request_exit)
+        self.lapic = LocalAPIC(self.clock.now, self.update_intr, self.cpu.request_exit)
         self.cpu.mmio_map(LAPIC_BASE, 0x1000, self.lapic)
         self.cpu.intr_acknowledge = self.acknowledge_interrupt
         self.cpu.apic_present = True
@@ -87,11 +89,11 @@ class PC:
         self.ports.register(self.pic.master, 0x20, 2)
         self.ports.register(self.pic.slave, 0xA0, 2)
         # A reprogrammed timer ends the CPU's current run so the next deadline is seen.
-        self.pit = PIT8254(lambda: self.cpu.icount, lambda: self.raise_irq(0),
+        self.pit = PIT8254(self.clock.now, lambda: self.raise_irq(0),
                            self.cpu.request_exit)
         self.ports.register(self.pit, 0x40, 4)
         self.timers = [self.pit, self.lapic]    # devices with events at an instruction count
-        self.cmos = CMOS(lambda: self.cpu.icount / GUEST_HZ, memory)
+        self.cmos = CMOS(self.clock.seconds, memory, self.clock.epoch)
         self.ports.register(self.cmos, 0x70, 2)
         self.disks = [Disk(path, snapshot) for path in disks]
         self.ata = ATAChannel(self.disks)
@@ -153,10 +155,9 @@ class PC:
         t0 = time.perf_counter()
         try:
             while True:
-                # Run up to the next device event (a timer interrupt): time is the
-                # instruction count, so every run sees its interrupts at the same points.
-                event = self.next_event()
-                stop = budget if event is None else min(budget, event)
+                # Run up to the next device event (a timer interrupt): by default time is
+                # the instruction count, so every run sees its interrupts at the same points.
+                stop = self.clock.slice_end(self.next_event(), budget)
                 reason = tracer.run(stop) if tracer else ExitReason(cpu.run(stop))
                 self.advance_devices()
                 if reason == ExitReason.REQUEST and self.exit_status is not None:
@@ -167,12 +168,14 @@ class PC:
                     if cpu.intr_line and cpu.reg_read("eflags") & 0x200:
                         continue                        # an interrupt is ready: it wakes the CPU
                     event = self.next_event()
-                    if not cpu.reg_read("eflags") & 0x200 or event is None or event >= budget:
+                    # (the budget counts instructions; only deterministic time spends it halted)
+                    if not cpu.reg_read("eflags") & 0x200 or event is None or \
+                            (not self.clock.realtime and event >= budget):
                         why = "with interrupts disabled" if not cpu.reg_read("eflags") & 0x200 \
                             else "and no device will interrupt it"
                         return self._result("halt", STATUS_HALTED, t0, start_count,
                                             f"the guest halted at EIP={cpu.eip:#010x} {why}")
-                    cpu.icount = max(cpu.icount, event)  # a halted CPU lets time pass
+                    self.clock.wait(event)              # a halted CPU lets time pass
                     self.advance_devices()
                     continue
                 if reason == ExitReason.COUNT:
@@ -217,8 +220,9 @@ class PC:
         return min(events) if events else None
 
     def advance_devices(self):
+        now = self.clock.now()
         for timer in self.timers:
-            timer.advance(self.cpu.icount)
+            timer.advance(now)
 
     def _result(self, reason, status, t0, start_count, message=""):
         return RunResult(reason, status, self.cpu.icount - start_count,

@@ -6,7 +6,8 @@ import struct
 import pytest
 
 from pyvmm.machine import PC
-from pyvmm.machine.devices.pit8254 import GUEST_HZ, PIT_HZ
+from pyvmm.machine.clock import GUEST_HZ
+from pyvmm.machine.devices.pit8254 import PIT_HZ
 from pyvmm.machine.multiboot import GDT, GDT_ADDRESS
 from tests.asm import assemble
 
@@ -78,8 +79,8 @@ def program(ticks_wanted, body="hlt"):
     """
 
 
-def machine(source):
-    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
+def machine(source, realtime=False):
+    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO(), realtime=realtime)
     cpu = pc.cpu
     cpu.mem_write(BASE, assemble(source, BASE))
     cpu.mem_write(GDT_ADDRESS, GDT)
@@ -101,6 +102,20 @@ def test_pit_ticks_wake_a_halted_cpu():
     # almost all of them spent halted
     expected = 10 * PIT_RELOAD * GUEST_HZ // PIT_HZ
     assert abs(pc.cpu.icount - expected) < 1000
+
+
+def test_realtime_ties_the_timer_to_the_host_clock():
+    # --realtime: 10 ticks of ~100 Hz take ~0.1 s of wall time, and a halted CPU waits for
+    # them instead of skipping ahead, so far fewer instructions than the deterministic
+    # run's ~10 million pass.
+    import time
+    pc = machine(program(10), realtime=True)
+    t0 = time.perf_counter()
+    result = pc.run(max_instructions=100_000_000)
+    elapsed = time.perf_counter() - t0
+    assert result.reason == "exit" and result.status == (10 << 1) | 1
+    assert elapsed >= 10 * PIT_RELOAD / PIT_HZ * 0.95
+    assert pc.cpu.icount < 1_000_000
 
 
 def test_busy_loop_is_interrupted_too_and_runs_are_deterministic():
@@ -142,7 +157,7 @@ def test_sti_shadow_delays_the_interrupt_by_one_instruction():
 
 
 def test_cmos_clock_is_deterministic_bcd_and_advances_with_guest_time():
-    from pyvmm.machine.devices.pit8254 import GUEST_HZ
+    from pyvmm.machine.clock import GUEST_HZ
     pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
     cmos, ports = pc.cmos, pc.ports
 

@@ -1,21 +1,23 @@
 """The CMOS RTC (MC146818) at ports 0x70 (index) and 0x71 (data): a read-only clock and the
 memory-size bytes a PC BIOS leaves there.
 
-The clock starts at a fixed date and advances with guest time (the instruction count at the
-machine's nominal rate), so a run reads the same times every time. Values are BCD unless the
+The clock starts at the machine clock's epoch and advances with guest time: by default a
+fixed date and the instruction count at the nominal rate, so a run reads the same times
+every time; under `--realtime`, the host's UTC time and clock. Values are BCD unless the
 guest sets status register B's binary bit; 24-hour mode. Writes to the clock are ignored.
 """
 import datetime
 
-EPOCH = datetime.datetime(2026, 1, 1, 0, 0, 0)
+from ..clock import EPOCH
 
 
 class CMOS:
     name = "cmos"
     io_size = 1
 
-    def __init__(self, clock_seconds, memory_size):
+    def __init__(self, clock_seconds, memory_size, epoch=EPOCH):
         self.clock_seconds = clock_seconds      # callable() -> guest seconds since power-on
+        self.epoch = epoch
         self.index = 0
         self.status_b = 0x02                    # 24-hour, BCD
         self.ram = bytearray(128)
@@ -28,7 +30,7 @@ class CMOS:
         self.ram[0x34:0x36] = min(above_16m, 0xFFFF).to_bytes(2, "little")
 
     def now(self):
-        return EPOCH + datetime.timedelta(seconds=int(self.clock_seconds()))
+        return self.epoch + datetime.timedelta(seconds=int(self.clock_seconds()))
 
     def _value(self, v):
         return v if self.status_b & 0x04 else ((v // 10) << 4) | (v % 10)

@@ -2,8 +2,8 @@
 vector register, IRR/ISR, the LVT timer (one-shot and periodic, with its divider) and the
 ICR for self-IPIs. Interrupts it accepts are presented to the CPU ahead of the 8259A's.
 
-Its timer counts guest time like every device here: one tick per instruction at the nominal
-clock (GUEST_HZ), divided by the divide-configuration register.
+Its timer counts guest time like every device here (the machine's clock: by default one tick
+per instruction at the nominal GUEST_HZ), divided by the divide-configuration register.
 """
 BASE = 0xFEE00000
 VERSION = 0x00050014            # version 0x14 (integrated APIC), 6 LVT entries
@@ -15,7 +15,7 @@ class LocalAPIC:
     name = "lapic"
 
     def __init__(self, clock, on_change, rescheduled=lambda: None):
-        self.clock = clock              # callable() -> instruction count
+        self.clock = clock              # callable() -> guest time in clock ticks
         self.on_change = on_change      # the CPU's INTR may have changed
         self.rescheduled = rescheduled  # the timer's next event changed under a running CPU
         self.tpr = 0
@@ -30,8 +30,8 @@ class LocalAPIC:
         self.dfr = 0xFFFFFFFF
         self.divide = 0
         self.initial = 0
-        self.start = 0                  # instruction count when the count was loaded
-        self.deadline = None            # instruction count of the next timer interrupt
+        self.start = 0                  # guest time when the count was loaded
+        self.deadline = None            # guest time of the next timer interrupt
 
     # -- interrupts ---------------------------------------------------------------------
     def enabled(self):
@@ -74,8 +74,8 @@ class LocalAPIC:
     def next_event(self):
         return self.deadline
 
-    def advance(self, icount):
-        while self.deadline is not None and self.deadline <= icount:
+    def advance(self, now):
+        while self.deadline is not None and self.deadline <= now:
             lvt = self.lvt[0x320]
             if not lvt & 0x10000:
                 self.accept(lvt & 0xFF)

@@ -1,13 +1,14 @@
 """The 8254 programmable interval timer: channel 0, wired to IRQ 0.
 
-Time is the guest's instruction count: the machine runs at a nominal GUEST_HZ instructions
-per second, so the PIT's 1.193182 MHz input advances by PIT_HZ / GUEST_HZ ticks per
-instruction, the same in every run. Modes 2 (rate generator) and 3 (square wave) fire IRQ 0
+Time is the machine's clock (`pyvmm.machine.clock`) in ticks of 1/GUEST_HZ seconds — by
+default one tick per guest instruction, so the PIT's 1.193182 MHz input advances by
+PIT_HZ / GUEST_HZ per instruction, the same in every run. Modes 2 (rate generator) and 3 (square wave) fire IRQ 0
 every `reload` ticks; mode 0 (interrupt on terminal count) fires once. Channels 1 and 2
 accept programming and read back their reload value, but drive nothing.
 """
+from ..clock import GUEST_HZ
+
 PIT_HZ = 1_193_182
-GUEST_HZ = 100_000_000          # nominal instructions per second of guest time
 
 
 class PIT8254:
@@ -15,7 +16,7 @@ class PIT8254:
     io_size = 1
 
     def __init__(self, clock, fire_irq0, rescheduled=lambda: None):
-        self.clock = clock              # callable() -> the CPU's instruction count now
+        self.clock = clock              # callable() -> guest time now, in clock ticks
         self.fire_irq0 = fire_irq0
         self.rescheduled = rescheduled  # called when next_event() changes under a running CPU
         self.reload = [0x10000, 0x10000, 0x10000]
@@ -29,18 +30,18 @@ class PIT8254:
         self.next_fire = None           # tick of channel 0's next IRQ 0, or None
 
     # -- time --------------------------------------------------------------------------------
-    def ticks(self, icount):
-        return icount * PIT_HZ // GUEST_HZ
+    def ticks(self, now):
+        return now * PIT_HZ // GUEST_HZ
 
     def next_event(self):
-        """The instruction count at which IRQ 0 fires next, or None."""
+        """The guest time (clock ticks) at which IRQ 0 fires next, or None."""
         if self.next_fire is None:
             return None
         return -(-self.next_fire * GUEST_HZ // PIT_HZ)     # ceil: first icount at that tick
 
-    def advance(self, icount):
-        """Fire every IRQ 0 due by `icount`."""
-        now = self.ticks(icount)
+    def advance(self, now):
+        """Fire every IRQ 0 due by guest time `now`."""
+        now = self.ticks(now)
         while self.next_fire is not None and self.next_fire <= now:
             self.fire_irq0()
             if self.mode[0] in (2, 3):
