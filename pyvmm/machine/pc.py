@@ -101,7 +101,8 @@ class PC:
         self.ports.register(self.ata, 0x3F6, 1)
         self.port_a = PortA(lambda: self._stop("the guest reset the machine (port 0x92)"))
         self.ports.register(self.port_a, 0x92, 1)
-        self.kbc = KeyboardController()
+        self.kbc = KeyboardController(lambda: self._stop("the guest reset the machine "
+                                                         "(keyboard controller)"))
         self.ports.register(self.kbc, 0x60, 1)
         self.ports.register(self.kbc, 0x64, 1)
         self.vga = VGAText(self.cpu.mem_read)
