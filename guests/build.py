@@ -10,6 +10,8 @@ rebuilds everything that could depend on it), so callers can simply ask for an i
     python3 guests/build.py hello --opt O2   # one guest, one level; prints the ELF's path
     python3 guests/build.py --list           # guest names
     python3 guests/build.py --clean          # remove guests/build/
+    python3 guests/build.py --pattern-disk master.img [--sectors N] [--slave]
+                                             # a disk image for the `disk` guest
 
     # from Python (e.g. `pyvmm run`):
     build = runpy.run_path("guests/build.py")["build"]
@@ -20,9 +22,11 @@ Tools: gcc (with -m32; no 32-bit libc is needed), as and ld from binutils.
 import argparse
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,6 +180,36 @@ def _disk_image(folder, elf, image, verbose):
     return image
 
 
+# Disk images with a known pattern, for the `disk` guest (guests/disk/disk.c has the same
+# functions in C). Sector `lba` of drive 0 (master) or 1 (slave) holds 128 little-endian
+# words: the magic, the drive, the LBA, 124 words mixed from those, and a CRC-32 (zlib's)
+# of the 508 bytes before it.
+PATTERN_MAGIC = 0x4B534450            # "PDSK": the image as made here
+WRITTEN_MAGIC = 0x54495257            # "WRIT": the sectors the guest writes
+
+
+def _mix(magic, drive, lba, i):
+    m = 0xFFFFFFFF
+    x = magic ^ ((lba * 0x9E3779B1) & m) ^ ((drive * 0x85EBCA77) & m) ^ ((i * 0xC2B2AE3D) & m)
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    return x ^ (x >> 15)
+
+
+def pattern_sector(drive, lba, magic=PATTERN_MAGIC):
+    """The 512 bytes of sector `lba` of a pattern disk (magic=WRITTEN_MAGIC: what the `disk`
+    guest writes there)."""
+    words = [magic, drive, lba] + [_mix(magic, drive, lba, i) for i in range(3, 127)]
+    body = struct.pack("<127I", *words)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def pattern_disk(path, sectors=1000, drive=0):
+    """Write a disk image of `sectors` pattern sectors for drive 0 (master) or 1 (slave)."""
+    Path(path).write_bytes(b"".join(pattern_sector(drive, lba) for lba in range(sectors)))
+    return Path(path)
+
+
 def build_folder(folder, opt="O2", force=False, verbose=False):
     """Build a guest kept in any folder (a copy of guests/template, say) into
     <folder>/build/<opt>/<folder name>.elf, with the shared library; return the ELF path."""
@@ -232,7 +266,15 @@ def main(argv=None):
     ap.add_argument("--list", action="store_true", help="print the guest names and stop")
     ap.add_argument("--clean", action="store_true", help="remove guests/build/ and stop")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each command")
+    ap.add_argument("--pattern-disk", metavar="IMAGE",
+                    help="write a pattern disk image for the disk guest and stop")
+    ap.add_argument("--sectors", type=int, default=1000, help="its size in sectors (default 1000)")
+    ap.add_argument("--slave", action="store_true", help="the pattern of the slave (drive 1)")
     args = ap.parse_args(argv)
+
+    if args.pattern_disk:
+        print(pattern_disk(args.pattern_disk, args.sectors, 1 if args.slave else 0))
+        return 0
 
     if args.list:
         print("\n".join(guest_names()))
