@@ -23,6 +23,20 @@ uint64_t gdt_get_entry(int index)
     return gdt[index];
 }
 
+uint32_t gdt_base(void)
+{
+    return (uint32_t)gdt;
+}
+
+void tss_install(int index, struct tss *tss, uint32_t esp0)
+{
+    tss->ss0 = KERNEL_DS;
+    tss->esp0 = esp0;
+    tss->iomap = sizeof *tss;           /* the map would start past the limit: none */
+    gdt_set_entry(index, (uint32_t)tss, sizeof *tss - 1, 0x89, 0x4);
+    __asm__ volatile("ltr %w0" :: "r"(index * 8) : "memory");
+}
+
 void gdt_install(void)
 {
     struct __attribute__((packed)) {

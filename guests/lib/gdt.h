@@ -18,5 +18,19 @@
 void gdt_set_entry(int index, uint32_t base, uint32_t limit, uint8_t access, uint8_t flags);
 void gdt_install(void);         /* fill entries 1 and 2, LGDT, reload all segment registers */
 uint64_t gdt_get_entry(int index);
+uint32_t gdt_base(void);        /* the table's address (its LGDT limit: GDT_ENTRIES * 8 - 1) */
+
+/* The 32-bit task-state segment (SDM Vol. 3, 8.2.1). Without task switches the CPU reads
+   only SS0:ESP0 from it (the stack for an entry into ring 0 from an outer ring) and the
+   I/O map base. */
+struct tss {
+    uint32_t link, esp0, ss0, esp1, ss1, esp2, ss2, cr3, eip, eflags;
+    uint32_t eax, ecx, edx, ebx, esp, ebp, esi, edi;
+    uint32_t es, cs, ss, ds, fs, gs, ldt, iomap;
+} __attribute__((packed));
+
+/* Put `tss` in GDT entry `index` (an available 32-bit TSS, DPL 0), with SS0:ESP0 =
+   KERNEL_DS:esp0 and no I/O permission bitmap, and load it with LTR. */
+void tss_install(int index, struct tss *tss, uint32_t esp0);
 
 #endif

@@ -37,6 +37,11 @@ void idt_set_gate(int vector, uint32_t offset, uint16_t selector, uint8_t type_a
     idt[vector].offset_hi = offset >> 16;
 }
 
+uint32_t idt_base(void)
+{
+    return (uint32_t)idt;
+}
+
 uint32_t idt_stub_address(int vector)
 {
     return isr_stub_table[vector];

@@ -26,6 +26,7 @@ typedef void (*handler_fn)(struct frame *f);
 #define GATE_TRAP32 0x8F
 
 void idt_install(void);                         /* all 256 vectors -> stubs, LIDT */
+uint32_t idt_base(void);                        /* the table's address (limit 256 * 8 - 1) */
 void set_handler(int vector, handler_fn fn);    /* fn == 0: back to the default */
 void idt_set_gate(int vector, uint32_t offset, uint16_t selector, uint8_t type_attr);
 uint32_t idt_stub_address(int vector);          /* the stub idt_install put in a gate */

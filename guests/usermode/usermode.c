@@ -13,12 +13,6 @@
 #define SYS_YIELD 2
 #define NTASKS 3
 
-struct tss {
-    uint32_t link, esp0, ss0, esp1, ss1, esp2, ss2, cr3, eip, eflags;
-    uint32_t eax, ecx, edx, ebx, esp, ebp, esi, edi;
-    uint32_t es, cs, ss, ds, fs, gs, ldt, iomap;
-} __attribute__((packed));
-
 /* What the CPU and isr.S leave on the kernel stack for an entry from ring 3. */
 struct uframe {
     struct frame f;
@@ -176,11 +170,7 @@ int kmain(uint32_t magic, struct multiboot_info *info)
     gdt_install();
     gdt_set_entry(3, 0, 0xFFFFF, 0xFA, GDT_FLAT);       /* ring-3 code */
     gdt_set_entry(4, 0, 0xFFFFF, 0xF2, GDT_FLAT);       /* ring-3 data */
-    tss.ss0 = KERNEL_DS;
-    tss.esp0 = (uint32_t)kernel_stack + sizeof kernel_stack;
-    tss.iomap = sizeof tss;                             /* no I/O permission bitmap */
-    gdt_set_entry(5, (uint32_t)&tss, sizeof tss - 1, 0x89, 0x4);
-    __asm__ volatile("ltr %w0" :: "r"(TSS_SEL));
+    tss_install(TSS_SEL / 8, &tss, (uint32_t)kernel_stack + sizeof kernel_stack);
 
     idt_install();
     set_handler(0x20, timer);
