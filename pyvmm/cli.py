@@ -98,6 +98,15 @@ def cmd_run(args):
             pc.boot_disk()
     except KernelError as e:
         raise UsageError(str(e)) from None
+    vmm = None
+    if args.mode != "emulate":
+        from .vmm import VMMUnsupported, create
+        if args.trace is not None:
+            raise UsageError("--trace follows the bare machine: use it with --mode emulate")
+        try:
+            vmm = create(args.mode, pc)
+        except VMMUnsupported as e:
+            raise UsageError(f"--mode {args.mode}: {e}") from None
     trace = None
     if args.trace is not None:
         trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
@@ -126,6 +135,13 @@ def cmd_run(args):
         core = "uncompiled" if args.pure else ("compiled" if _compiled() else "uncompiled")
         err.write(f"pyvmm: {result.instructions:,} instructions in {result.seconds:.3f} s "
                   f"({result.mips:.1f} MIPS, {core} core), exit status {result.status}\n")
+        if vmm is not None:
+            stats = vmm.stats
+            err.write(f"pyvmm: mode {args.mode}: {stats.total:,} VMM entries, "
+                      f"{stats.total_seconds:.3f} s in the VMM\n")
+            if args.verbose:
+                for reason, n, seconds in stats.table():
+                    err.write(f"  {reason:<32} {n:>10,}  {seconds * 1e6 / n:8.1f} us each\n")
     if args.verbose and result.unclaimed_ports:
         err.write("pyvmm: accesses to unclaimed ports (read as all ones, writes ignored):\n")
         for (direction, port), n in sorted(result.unclaimed_ports.items(), key=lambda kv: kv[0][1]):
@@ -162,6 +178,9 @@ def main(argv=None):
     run.add_argument("--max-instructions", type=int, metavar="N", help="stop after N instructions")
     run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
     run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
+    run.add_argument("--mode", choices=("emulate", "trap"), default="emulate",
+                     help="how the guest is run: emulate (no VMM, the baseline) or under a VMM: "
+                          "trap (trap-and-emulate, the guest kernel at ring 1)")
     run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
     run.add_argument("--realtime", action="store_true",
                      help="device clocks follow the host's clock (default: the instruction count, "
@@ -169,7 +188,7 @@ def main(argv=None):
     run.add_argument("--screen", action="store_true",
                      help="show the VGA text screen (80x25 at 0xB8000) when the run ends")
     run.add_argument("--quiet", "-q", action="store_true", help="no summary line")
-    run.add_argument("--verbose", "-v", action="store_true", help="list accesses to unclaimed ports")
+    run.add_argument("--verbose", "-v", action="store_true", help="list accesses to unclaimed ports and VMM entries by reason")
     run.set_defaults(func=cmd_run)
     guests = sub.add_parser("guests", help="list the bundled guests")
     guests.set_defaults(func=cmd_guests)

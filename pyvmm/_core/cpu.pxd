@@ -16,7 +16,7 @@ cdef int ES, CS, SS, DS, FS, GS
 cdef int DEC_IMM_MASK, DEC_MODRM, DEC_VALID, DEC_MEMONLY, DEC_LOCK
 cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
 cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
-cdef int EXIT_UNSUPPORTED
+cdef int EXIT_UNSUPPORTED, EXIT_INTERRUPT
 cdef int DE, DB, BP, OF_, BR, UD, NM, DF_, TS, NP, SS_, GP, PF
 
 # One decoded instruction (the decoder's output; the decode cache holds copies).
@@ -67,7 +67,7 @@ cdef class CPU:
     cdef public bint apic_present         # CPUID reports a local APIC (the machine has one)
     cdef public unsigned int apic_base    # IA32_APIC_BASE
     cdef public unsigned long long tsc_offset   # TSC = icount + tsc_offset (WRMSR 0x10)
-    cdef unsigned long long inhibit_at    # STI / MOV SS shadow: that instruction can't be interrupted
+    cdef public unsigned long long inhibit_at   # STI / MOV SS shadow: that instruction can't be interrupted
     cdef public unsigned long long interrupts   # external interrupts taken
 
     # -- lazy arithmetic flags ---------------------------------------------------------------
@@ -96,10 +96,11 @@ cdef class CPU:
     cdef public PhysicalMemory mem
     cdef public object io                # object with read(port, size) / write(port, size, value)
     cdef public unsigned int exception_intercept   # bitmap: vectors that stop the run instead
+    cdef public bint interrupt_exiting   # external interrupts stop the run (EXIT_INTERRUPT)
     cdef public object last_exit         # detail of the last exit (fault, ...)
     cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
     cdef unsigned long long until       # stop when EIP equals it (NO_UNTIL: never)
-    cdef int exit_request
+    cdef public int exit_request         # EXIT_REQUEST once the current instruction is done
 
     cdef public unsigned int ldtr_sel, ldtr_base, ldtr_limit
     cdef public unsigned int tr_sel, tr_base, tr_limit, tr_attr

@@ -121,6 +121,7 @@ EXIT_TRIPLE_FAULT = ExitReason.TRIPLE_FAULT
 EXIT_UNMAPPED = ExitReason.UNMAPPED
 EXIT_REQUEST = ExitReason.REQUEST
 EXIT_UNSUPPORTED = ExitReason.UNSUPPORTED
+EXIT_INTERRUPT = ExitReason.INTERRUPT
 
 # Exception vectors
 DE = 0
@@ -240,6 +241,7 @@ class CPU:
         self.apic_base = 0xFEE00900         # IA32_APIC_BASE: base, global enable, BSP
         self.tsc_offset = 0
         self.exception_intercept = 0
+        self.interrupt_exiting = False
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
         self.hypervisor_leaf_ecx = 0
@@ -443,6 +445,30 @@ class CPU:
         self.idtr_base = 0
         self.idtr_limit = 0x3FF
         self.cpl = 0
+
+    def get_segment(self, name):
+        """A segment register whole, as a VMM sees it in a VMCS: (selector, base, limit,
+        attributes), the limit in bytes and the attributes being descriptor bits 8-23
+        (type, S, DPL, P, AVL, D/B, G)."""
+        seg = SEG_NAMES.index(name.lower())
+        return (self.seg_sel[seg], self.seg_base[seg], self.seg_limit[seg], self.seg_attr[seg])
+
+    def set_segment(self, name, sel, base, limit, attr):
+        """Load a segment register's selector and hidden part directly, with no descriptor
+        table read and no checks, as VM entry loads guest state from a VMCS. A VMM uses it
+        to put the guest where its emulation of an instruction says it is. Attributes
+        with P clear make the register unusable (a null selector)."""
+        seg = SEG_NAMES.index(name.lower())
+        attr = int(attr) & 0x00F0FF00
+        limit = int(limit) & MASK32
+        raw = limit >> 12 if attr & 0x800000 else limit & 0xFFFFF
+        base = int(base) & MASK32
+        lo = ((base & 0xFFFF) << 16) | (raw & 0xFFFF)
+        hi = (base & TOP_BYTE) | ((base >> 16) & 0xFF) | (raw & 0xF0000) | attr
+        self.load_seg_cache(seg, int(sel) & 0xFFFF, lo & MASK32, hi & MASK32)
+        if not attr & 0x8000:
+            self.seg_rd[seg] = self.seg_wr[seg] = 0
+        self.fetch_page = 0
 
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
@@ -3050,6 +3076,8 @@ class CPU:
         vector: cython.int
         esp: cython.uint
         if self.intr_pending and self.eflags & F_IF and self.icount != self.inhibit_at:
+            if self.interrupt_exiting:
+                return EXIT_INTERRUPT   # a VMM takes it (acknowledges and injects) itself
             vector = self.intr_acknowledge() & 0xFF     # the INTA cycle: the PIC names it
             esp = self.regs[4]
             self.i_start = self.eip

@@ -11,3 +11,4 @@ class ExitReason(enum.IntEnum):
     UNMAPPED = 6        # an access to guest-physical memory with nothing behind it
     REQUEST = 7         # a device or the host asked the CPU to stop (CPU.request_exit)
     UNSUPPORTED = 8     # the guest asked for something this CPU does not implement yet
+    INTERRUPT = 9       # INTR is up and IF set, with CPU.interrupt_exiting on: the VMM takes it

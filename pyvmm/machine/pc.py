@@ -111,6 +111,17 @@ class PC:
         self.ports.register(self.firmware_trap, FIRMWARE_TRAP_PORT, 1)
         self.stop_message = None
         self.exit_status = None
+        self.vmm = None                 # a hypervisor between the CPU and the guest, if any
+
+    def mmio_ranges(self):
+        """Guest-physical ranges of the memory-mapped devices (beyond RAM)."""
+        return [(LAPIC_BASE, LAPIC_BASE + 0x1000), (IOAPIC_BASE, IOAPIC_BASE + 0x1000)]
+
+    def guest_if(self):
+        """The guest's interrupt flag (a VMM keeps it virtually)."""
+        if self.vmm is not None:
+            return self.vmm.interrupts_enabled()
+        return bool(self.cpu.reg_read("eflags") & 0x200)
 
     def _stop(self, message):
         self.stop_message = message
@@ -153,26 +164,27 @@ class PC:
         start_count = cpu.icount
         budget = start_count + max_instructions if max_instructions else (1 << 63)
         tracer = Tracer(cpu, trace) if trace is not None else None
+        engine = self.vmm if self.vmm is not None else cpu
         t0 = time.perf_counter()
         try:
             while True:
                 # Run up to the next device event (a timer interrupt): by default time is
                 # the instruction count, so every run sees its interrupts at the same points.
                 stop = self.clock.slice_end(self.next_event(), budget)
-                reason = tracer.run(stop) if tracer else ExitReason(cpu.run(stop))
+                reason = tracer.run(stop) if tracer else ExitReason(engine.run(stop))
                 self.advance_devices()
                 if reason == ExitReason.REQUEST and self.exit_status is not None:
                     return self._result("exit", self.exit_status, t0, start_count)
                 if reason == ExitReason.REQUEST and self.stop_message is not None:
                     return self._result("stopped", STATUS_CRASHED, t0, start_count, self.stop_message)
                 if reason == ExitReason.HLT:
-                    if cpu.intr_line and cpu.reg_read("eflags") & 0x200:
+                    if cpu.intr_line and self.guest_if():
                         continue                        # an interrupt is ready: it wakes the CPU
                     event = self.next_event()
                     # (the budget counts instructions; only deterministic time spends it halted)
-                    if not cpu.reg_read("eflags") & 0x200 or event is None or \
+                    if not self.guest_if() or event is None or \
                             (not self.clock.realtime and event >= budget):
-                        why = "with interrupts disabled" if not cpu.reg_read("eflags") & 0x200 \
+                        why = "with interrupts disabled" if not self.guest_if() \
                             else "and no device will interrupt it"
                         return self._result("halt", STATUS_HALTED, t0, start_count,
                                             f"the guest halted at EIP={cpu.eip:#010x} {why}")

@@ -1,0 +1,26 @@
+"""The hypervisor: one module a virtualization technique, all on the same hardware (the
+core) and the same machine (`pyvmm.machine.PC`).
+
+    emulate   no VMM: the guest owns the machine at ring 0 (the baseline)
+    trap      trap-and-emulate: the guest kernel deprivileged to ring 1 (trap.py)
+"""
+from .base import VMM, Emulate
+from .faults import VMMUnsupported
+from .trap import TrapAndEmulate
+
+MODES = {"emulate": Emulate, "trap": TrapAndEmulate}
+
+
+def create(mode, pc):
+    """The VMM for `mode` on machine `pc`, attached to the guest the loader has set up."""
+    try:
+        cls = MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})") from None
+    vmm = cls(pc)
+    vmm.attach()
+    pc.vmm = vmm
+    return vmm
+
+
+__all__ = ["MODES", "VMM", "VMMUnsupported", "create"]

@@ -1,0 +1,124 @@
+"""The guest's memory as the VMM reaches it: guest-linear addresses are translated by
+walking the guest's own page tables in software (as every VMM does to emulate an
+instruction or push an exception frame), and guest-physical addresses are checked against
+the guest's RAM, so an emulated access can never touch memory outside the guest."""
+import struct
+
+from .faults import VirtualFault
+
+PF = 14
+PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
+
+
+class GuestMemory:
+    def __init__(self, cpu, ram_size, vcpu, mmio=()):
+        self.cpu = cpu
+        self.ram_size = ram_size
+        self.vcpu = vcpu              # the virtual CR0/CR3/CR4/CPL the walk uses
+        self.mmio = mmio              # (start, end) ranges of the guest's memory-mapped devices
+
+    # -- guest-physical --------------------------------------------------------------------
+    def _phys_ok(self, gpa, size):
+        if gpa + size <= self.ram_size:
+            return True
+        return any(start <= gpa and gpa + size <= end for start, end in self.mmio)
+
+    def read_phys(self, gpa, size):
+        if not self._phys_ok(gpa, size):
+            raise GuestPhysicalError(gpa, size)
+        return self.cpu.mem_read(gpa, size)
+
+    def write_phys(self, gpa, data):
+        if not self._phys_ok(gpa, len(data)):
+            raise GuestPhysicalError(gpa, len(data))
+        self.cpu.mem_write(gpa, bytes(data))
+
+    # -- guest-linear ------------------------------------------------------------------------
+    def translate(self, lin, write=False, user=None):
+        """Guest-physical address of guest-linear `lin`, walking the guest's page tables and
+        setting their accessed and dirty bits as the processor would (SDM 4.8); a
+        translation the guest's tables refuse raises the guest's #PF (CR2 is set when the
+        VMM reflects it)."""
+        v = self.vcpu
+        lin &= 0xFFFFFFFF
+        if not v.cr0 & 0x80000000:
+            return lin
+        if user is None:
+            user = v.cpl == 3
+        pde_addr = (v.cr3 & 0xFFFFF000) | ((lin >> 22) << 2)
+        pde = self._u32(pde_addr)
+        err = (2 if write else 0) | (4 if user else 0)
+        if not pde & PTE_P:
+            raise GuestPageFault(lin, err)
+        if pde & PTE_PS and v.cr4 & 0x10:
+            rights = pde
+            if not self._allowed(rights, write, user):
+                raise GuestPageFault(lin, err | 1)
+            new = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                self._w32(pde_addr, new)
+            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+        pte_addr = (pde & 0xFFFFF000) | (((lin >> 12) & 0x3FF) << 2)
+        pte = self._u32(pte_addr)
+        if not pte & PTE_P:
+            raise GuestPageFault(lin, err)
+        if not self._allowed(pde & pte, write, user):
+            raise GuestPageFault(lin, err | 1)
+        if not pde & PTE_A:
+            self._w32(pde_addr, pde | PTE_A)
+        new = pte | PTE_A | (PTE_D if write else 0)
+        if new != pte:
+            self._w32(pte_addr, new)
+        return (pte & 0xFFFFF000) | (lin & 0xFFF)
+
+    def _allowed(self, rights, write, user):
+        if user:
+            return rights & PTE_US and (not write or rights & PTE_RW)
+        return not write or rights & PTE_RW or not self.vcpu.cr0 & 0x10000
+
+    def _u32(self, gpa):
+        return struct.unpack("<I", self.read_phys(gpa, 4))[0]
+
+    def _w32(self, gpa, value):
+        self.write_phys(gpa, struct.pack("<I", value & 0xFFFFFFFF))
+
+    def read(self, lin, size, user=None):
+        out = bytearray()
+        while size:
+            chunk = min(size, 0x1000 - (lin & 0xFFF))
+            out += self.read_phys(self.translate(lin, False, user), chunk)
+            lin = (lin + chunk) & 0xFFFFFFFF
+            size -= chunk
+        return bytes(out)
+
+    def write(self, lin, data, user=None):
+        data = bytes(data)
+        # translate every page first, so a fault leaves memory untouched
+        pieces, at = [], 0
+        while at < len(data):
+            chunk = min(len(data) - at, 0x1000 - ((lin + at) & 0xFFF))
+            pieces.append((self.translate((lin + at) & 0xFFFFFFFF, True, user), data[at:at + chunk]))
+            at += chunk
+        for gpa, piece in pieces:
+            self.write_phys(gpa, piece)
+
+    def read_u32(self, lin, user=None):
+        return struct.unpack("<I", self.read(lin, 4, user))[0]
+
+    def read_u16(self, lin, user=None):
+        return struct.unpack("<H", self.read(lin, 2, user))[0]
+
+
+class GuestPageFault(VirtualFault):
+    """A page fault the guest's own tables give: the VMM reflects it into the guest."""
+    def __init__(self, lin, error_code):
+        super().__init__(PF, error_code)
+        self.lin = lin
+
+
+class GuestPhysicalError(Exception):
+    """An emulated access to guest-physical memory the guest does not have."""
+    def __init__(self, gpa, size):
+        super().__init__(f"the guest reached for guest-physical {gpa:#010x} (+{size}), "
+                         f"outside its memory")
+        self.gpa = gpa

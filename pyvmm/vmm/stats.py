@@ -1,0 +1,44 @@
+"""Counting VMM entries by reason, with the host time the VMM spent on each."""
+import time
+from collections import Counter
+
+
+class ExitStats:
+    def __init__(self):
+        self.count = Counter()
+        self.seconds = Counter()
+
+    def add(self, reason, seconds):
+        self.count[reason] += 1
+        self.seconds[reason] += seconds
+
+    @property
+    def total(self):
+        return sum(self.count.values())
+
+    @property
+    def total_seconds(self):
+        return sum(self.seconds.values())
+
+    def snapshot(self):
+        return Counter(self.count)
+
+    def table(self):
+        """(reason, count, seconds) rows, most frequent first."""
+        return [(r, n, self.seconds[r]) for r, n in self.count.most_common()]
+
+
+class Timer:
+    """`with stats.timed(reason):` counts one VMM entry and the host time spent in it."""
+    __slots__ = ("stats", "reason", "t0")
+
+    def __init__(self, stats, reason):
+        self.stats, self.reason = stats, reason
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.stats.add(self.reason, time.perf_counter() - self.t0)
+        return False
