@@ -34,42 +34,50 @@ class GuestMemory:
         self.cpu.mem_write(gpa, bytes(data))
 
     # -- guest-linear ------------------------------------------------------------------------
+    def walk(self, lin):
+        """The guest's translation of `lin`, without side effects: (guest-physical page
+        address, effective R/W and U/S rights, address of the entry that maps it (PTE or
+        4 MiB PDE), address of the PDE), or None with the level that was not present."""
+        v = self.vcpu
+        pde_addr = (v.cr3 & 0xFFFFF000) | ((lin >> 22) << 2)
+        pde = self._u32(pde_addr)
+        if not pde & PTE_P:
+            return None
+        if pde & PTE_PS and v.cr4 & 0x10:
+            return (pde & 0xFFC00000) | (lin & 0x3FF000), pde & (PTE_RW | PTE_US), pde_addr, pde_addr
+        pte_addr = (pde & 0xFFFFF000) | (((lin >> 12) & 0x3FF) << 2)
+        pte = self._u32(pte_addr)
+        if not pte & PTE_P:
+            return None
+        return pte & 0xFFFFF000, pde & pte & (PTE_RW | PTE_US), pte_addr, pde_addr
+
     def translate(self, lin, write=False, user=None):
         """Guest-physical address of guest-linear `lin`, walking the guest's page tables and
         setting their accessed and dirty bits as the processor would (SDM 4.8); a
-        translation the guest's tables refuse raises the guest's #PF (CR2 is set when the
-        VMM reflects it)."""
+        translation the guest's tables refuse raises the guest's #PF (the VMM sets CR2
+        when it reflects it)."""
         v = self.vcpu
         lin &= 0xFFFFFFFF
         if not v.cr0 & 0x80000000:
             return lin
         if user is None:
             user = v.cpl == 3
-        pde_addr = (v.cr3 & 0xFFFFF000) | ((lin >> 22) << 2)
-        pde = self._u32(pde_addr)
         err = (2 if write else 0) | (4 if user else 0)
-        if not pde & PTE_P:
+        found = self.walk(lin)
+        if found is None:
             raise GuestPageFault(lin, err)
-        if pde & PTE_PS and v.cr4 & 0x10:
-            rights = pde
-            if not self._allowed(rights, write, user):
-                raise GuestPageFault(lin, err | 1)
-            new = pde | PTE_A | (PTE_D if write else 0)
-            if new != pde:
-                self._w32(pde_addr, new)
-            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
-        pte_addr = (pde & 0xFFFFF000) | (((lin >> 12) & 0x3FF) << 2)
-        pte = self._u32(pte_addr)
-        if not pte & PTE_P:
-            raise GuestPageFault(lin, err)
-        if not self._allowed(pde & pte, write, user):
+        page, rights, entry_addr, pde_addr = found
+        if not self._allowed(rights, write, user):
             raise GuestPageFault(lin, err | 1)
-        if not pde & PTE_A:
-            self._w32(pde_addr, pde | PTE_A)
-        new = pte | PTE_A | (PTE_D if write else 0)
-        if new != pte:
-            self._w32(pte_addr, new)
-        return (pte & 0xFFFFF000) | (lin & 0xFFF)
+        if entry_addr != pde_addr:
+            pde = self._u32(pde_addr)
+            if not pde & PTE_A:
+                self._w32(pde_addr, pde | PTE_A)
+        entry = self._u32(entry_addr)
+        new = entry | PTE_A | (PTE_D if write else 0)
+        if new != entry:
+            self._w32(entry_addr, new)
+        return page | (lin & 0xFFF)
 
     def _allowed(self, rights, write, user):
         if user:

@@ -30,7 +30,7 @@ class ExitStats:
 
 class Timer:
     """`with stats.timed(reason):` counts one VMM entry and the host time spent in it."""
-    __slots__ = ("stats", "reason", "t0")
+    __slots__ = ("stats", "reason", "t0")      # `reason` may be changed inside the block
 
     def __init__(self, stats, reason):
         self.stats, self.reason = stats, reason

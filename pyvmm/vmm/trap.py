@@ -26,8 +26,9 @@ PUSH CS / MOV from SS show ring 1, LAR/LSL/VERR/VERW see the shadow descriptors.
 that rely on those behave differently here: that is the lesson (the `popek-goldberg`
 guest probes each one).
 
-Guest paging is not virtualized by this mode yet (it needs shadow page tables): a guest
-that sets CR0.PG stops with a message saying so.
+When the guest turns paging on, the hardware walks shadow page tables the VMM fills from
+the guest's own (shadow_paging.py): guest page faults that only the shadow caused are
+hidden, the others reflected.
 """
 import struct
 
@@ -38,12 +39,14 @@ from .descriptors import (A_ACCESSED, A_DPL, A_G, A_P, GATE_INTERRUPT32, GATE_TR
                           TSS32_AVAILABLE, TSS32_BUSY, Descriptor, compress_dpl, encode)
 from .faults import GuestTripleFault, VirtualFault, VMMUnsupported
 from .guest_memory import GuestMemory, GuestPhysicalError
+from .shadow_paging import ShadowPageTables
 from .virtual_cpu import VirtualCPU
 
 VMM_BASE = 0xFFC00000            # the VMM's 4 MiB at the top of the linear address space
 VMM_SIZE = 4 << 20
 SHADOW_GDT = VMM_BASE
 SHADOW_IDT = VMM_BASE + 0x10000
+SHADOW_TABLES_PAGE = 0x20       # the shadow page tables' pool starts 128 KiB in
 
 DE, DB, NMI, BP, OF, BR, UD, NM, DF = range(9)
 TS, NP, SS_, GP, PF = 10, 11, 12, 13, 14
@@ -66,6 +69,7 @@ class TrapAndEmulate(VMM):
         super().__init__(pc)
         self.v = VirtualCPU()
         self.mem = GuestMemory(self.cpu, pc.memory_size, self.v, pc.mmio_ranges())
+        self.shadow = None              # shadow page tables, once the guest turns paging on
         self.emulators = {
             "cli": self.op_cli, "sti": self.op_sti, "hlt": self.op_hlt,
             "in": self.op_in, "out": self.op_out,
@@ -206,6 +210,15 @@ class TrapAndEmulate(VMM):
                     except VirtualFault as f:
                         self.reflect(f.vector, f.error_code, cpu.eip)
                         return
+        if vector == PF and self.shadow is not None:
+            with self.stats_timer("page fault (hidden)") as t:
+                guest_error = self.shadow.page_fault(cpu.cr2, error_code, cpu.cpl == 3)
+                if guest_error is None:
+                    return          # the shadow maps it now: the instruction runs again
+                t.reason = "exception #PF (reflected)"
+                self.v.cr2 = cpu.cr2
+                self.reflect(PF, guest_error, eip)
+            return
         label = f"exception {EXCEPTION_NAMES.get(vector, vector)} (reflected)"
         with self.stats_timer(label):
             if vector == PF:
@@ -639,23 +652,39 @@ class TrapAndEmulate(VMM):
         if n == 0:
             if value & 0x80000000 and not value & 1:
                 raise VirtualFault(GP, 0)
-            if value & 0x80000000:
-                raise VMMUnsupported("the guest turned paging on: trap mode does not shadow "
-                                     "guest page tables yet")
             if not value & 1:
                 raise VMMUnsupported("the guest left protected mode (trap mode runs it only "
                                      "in protected mode)")
+            was_paging = v.cr0 & 0x80000000
+            old = v.cr0
             v.cr0 = value | 0x10
             # the hardware follows the guest's TS, EM and MP (so #NM happens natively)
-            cpu.cr0 = (cpu.cr0 & ~0xE) | (value & 0xE)
+            real = (cpu.cr0 & ~0xE) | (value & 0xE)
+            if value & 0x80000000:
+                if self.shadow is None:
+                    self.shadow = ShadowPageTables(cpu, self.mem, VMM_BASE, VMM_SIZE,
+                                                   SHADOW_TABLES_PAGE, self.stats)
+                if not was_paging or (v.cr0 ^ old) & 0x10000:
+                    self.shadow.flush()             # new translations, or new WP rights
+                cpu.reg_write("cr4", 0)             # the shadow uses 4 KiB pages only
+                cpu.reg_write("cr3", self.shadow.root)
+                real |= 0x80010000                  # PG, and WP so clean pages can trap
+            else:
+                real &= ~0x80010000
+            cpu.reg_write("cr0", real)
         elif n == 2:
             v.cr2 = value
         elif n == 3:
             v.cr3 = value
+            if v.cr0 & 0x80000000:
+                self.shadow.flush()                 # a new address space: a new shadow
         elif n == 4:
             if value & ~0x3FF:
                 raise VirtualFault(GP, 0)
+            changed = v.cr4 ^ value
             v.cr4 = value
+            if v.cr0 & 0x80000000 and changed & 0x90:   # PSE or PGE: translations change
+                self.shadow.flush()
         else:
             raise VirtualFault(UD)
 
@@ -674,7 +703,9 @@ class TrapAndEmulate(VMM):
 
     def op_invlpg(self, insn, err):
         self.require_cpl0()
-        self.advance(insn)              # no guest paging to invalidate in this mode yet
+        if self.shadow is not None and self.v.cr0 & 0x80000000:
+            self.shadow.invalidate(self.memory_operand(insn, insn.operands[0]))
+        self.advance(insn)
 
     def op_nop_privileged(self, insn, err):
         self.require_cpl0()

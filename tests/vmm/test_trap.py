@@ -23,7 +23,8 @@ def boot(name, mode):
     return out.getvalue(), result, vmm
 
 
-@pytest.mark.parametrize("name", ["hello", "exceptions", "template", "interrupts", "compute"])
+@pytest.mark.parametrize("name", ["hello", "exceptions", "template", "interrupts", "compute",
+                                  "paging", "usermode"])
 def test_guest_runs_identically_under_trap_and_emulate(name):
     bare, bare_result, _ = boot(name, "emulate")
     out, result, vmm = boot(name, "trap")
@@ -153,9 +154,25 @@ def test_int_n_is_reflected_through_the_guests_idt():
     assert vmm.stats.count["int"] == 5 and vmm.stats.count["iretd"] == 5
 
 
-def test_paging_guests_stop_with_a_clear_message_for_now():
-    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
-    pc.boot_multiboot(str(guests_build.build("paging", "O2")))
-    create("trap", pc)
-    result = pc.run(10_000_000)
-    assert result.reason == "unsupported" and "paging" in result.message
+def test_shadow_paging_hides_its_own_faults_and_reflects_the_guests():
+    out, result, vmm = boot("paging", "trap")
+    shadow = vmm.shadow
+    # the paging guest counts the page faults its handler saw: only the true ones
+    assert b"0 failed, 7 page faults" in out
+    assert shadow.true_faults == vmm.stats.count["exception #PF (reflected)"] == 7
+    assert shadow.hidden_faults == vmm.stats.count["page fault (hidden)"] > 0
+    assert vmm.stats.count["invlpg"] > 0 and shadow.flushes > 1
+
+
+def test_popek_goldberg_guest_fails_under_trap_exactly_on_the_sensitive_instructions():
+    bare, bare_result, _ = boot("popek-goldberg", "emulate")
+    out, result, vmm = boot("popek-goldberg", "trap")
+    assert b" 0 failed" in bare
+    failed = [line for line in out.decode().splitlines() if line.endswith("FAIL")]
+    names = " ".join(failed)
+    for probe in ("popf can set IF", "popf can change IOPL", "sgdt", "sidt", "sldt", "str ",
+                  "push cs", "mov from ss", "lar", "lsl", "verr refuses"):
+        assert probe in names, probe
+    # the control group, privileged instructions, trap and are emulated correctly
+    assert not any(line.startswith(("cli ", "sti ", "mov from cr0", "mov cr3", "out/in", "hlt "))
+                   for line in failed)
