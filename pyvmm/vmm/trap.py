@@ -70,6 +70,7 @@ class TrapAndEmulate(VMM):
         self.v = VirtualCPU()
         self.mem = GuestMemory(self.cpu, pc.memory_size, self.v, pc.mmio_ranges())
         self.shadow = None              # shadow page tables, once the guest turns paging on
+        self.decoded = {}               # (EIP, bytes) -> decoded trapping instruction
         self.emulators = {
             "cli": self.op_cli, "sti": self.op_sti, "hlt": self.op_hlt,
             "in": self.op_in, "out": self.op_out,
@@ -237,7 +238,14 @@ class TrapAndEmulate(VMM):
                 code = self.mem.read(lin, 0x1000 - (lin & 0xFFF))
             except (VirtualFault, GuestPhysicalError):
                 return None
-        return decode(code, eip)
+        # decoding is the dearest part of an exit: remember instructions by their bytes
+        key = (eip, code)
+        insn = self.decoded.get(key)
+        if insn is None:
+            if len(self.decoded) >= 4096:
+                self.decoded.clear()
+            insn = self.decoded[key] = decode(code, eip)
+        return insn
 
     # ------------------------------------------------------------------------------------
     # Helpers: registers, flags, descriptors, the stack
