@@ -154,6 +154,23 @@ def _compiled():
     return COMPILED
 
 
+def cmd_compare(args):
+    from rich.console import Console
+
+    from .compare import compare, table, to_json
+    elf = resolve_guest(args.guest, args.opt)
+    runs = compare(elf, args.mode or None, cmdline=args.cmdline,
+                   budget=args.max_instructions, disks=tuple(args.disk or ()))
+    if args.json:
+        print(to_json(runs))
+    else:
+        Console().print(table(args.guest, runs))
+        for r in runs:
+            if r.outcome not in ("exit", "halt"):
+                print(f"{r.mode}: {r.message}")
+    return 0
+
+
 def cmd_guests(args):
     tools = _builder()
     for name in tools["guest_names"]():
@@ -190,6 +207,17 @@ def main(argv=None):
     run.add_argument("--quiet", "-q", action="store_true", help="no summary line")
     run.add_argument("--verbose", "-v", action="store_true", help="list accesses to unclaimed ports and VMM entries by reason")
     run.set_defaults(func=cmd_run)
+    cmp = sub.add_parser("compare", help="run a guest under every mode and compare")
+    cmp.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
+    cmp.add_argument("--mode", action="append", choices=("trap",),
+                     help="only this mode (again for more) besides emulate")
+    cmp.add_argument("--opt", choices=("O0", "O2"), default="O2")
+    cmp.add_argument("--cmdline", default="", metavar="STR")
+    cmp.add_argument("--disk", action="append", metavar="IMAGE",
+                     help="an ATA disk image for every run (never written: --snapshot)")
+    cmp.add_argument("--max-instructions", type=int, metavar="N", help="budget for each run")
+    cmp.add_argument("--json", action="store_true", help="results as JSON")
+    cmp.set_defaults(func=cmd_compare)
     guests = sub.add_parser("guests", help="list the bundled guests")
     guests.set_defaults(func=cmd_guests)
     args = parser.parse_args(argv)

@@ -1,0 +1,30 @@
+"""`pyvmm compare`: one guest under every mode, in a table or as JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pyvmm.compare import compare
+from tests.guest_build import guests_build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_runs_every_mode_on_the_same_guest():
+    runs = compare(guests_build.build("interrupts", "O2"))
+    assert [r.mode for r in runs] == ["emulate", "trap"]
+    emulate, trap = runs
+    assert emulate.vmm_entries == 0 and emulate.slowdown == 1.0
+    assert trap.output_matches and trap.instructions == emulate.instructions
+    assert trap.vmm_entries == sum(trap.exits.values()) > 0
+    assert trap.exits["interrupt (injected)"] > 0
+
+
+def test_compare_json_from_the_command_line():
+    r = subprocess.run([sys.executable, "-m", "pyvmm", "compare", "hello", "--json"], cwd=ROOT,
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["mode"] for row in rows] == ["emulate", "trap"]
+    assert all(row["output_matches"] and row["outcome"] == "exit" for row in rows)
+    assert rows[1]["exits"]["out"] > 0
