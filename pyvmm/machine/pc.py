@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .. import CPU, ExitReason, GuestFault, UnmappedMemory
 from ..trace import Tracer
-from .devices import (CMOS, IOAPIC, PIT8254, ATAChannel, DebugConsole, DebugExit, Disk,
+from .devices import (CMOS, IOAPIC, PIT8254, ATAChannel, BenchMarker, DebugConsole, DebugExit, Disk,
                       KeyboardController, LocalAPIC, PICPair, PortA, UART16550, VGAText)
 from .devices.ioapic import BASE as IOAPIC_BASE
 from .clock import HostClock, InstructionClock
@@ -109,6 +109,9 @@ class PC:
         self.ports.register(self.vga, 0x3D4, 2)
         self.firmware_trap = FirmwareTrap(self)
         self.ports.register(self.firmware_trap, FIRMWARE_TRAP_PORT, 1)
+        # Benchmark brackets (guests/nanobench): marks with the instruction counts, listeners.
+        self.bench_marker = BenchMarker(lambda: self.cpu.icount)
+        self.ports.register(self.bench_marker, 0x504, 4)
         self.stop_message = None
         self.exit_status = None
         self.vmm = None                 # a hypervisor between the CPU and the guest, if any
