@@ -157,14 +157,18 @@ def _compiled():
 def cmd_compare(args):
     from rich.console import Console
 
-    from .compare import compare, table, to_json
+    from .compare import bracket_table, compare, table, to_json
     elf = resolve_guest(args.guest, args.opt)
     runs = compare(elf, args.mode or None, cmdline=args.cmdline,
                    budget=args.max_instructions, disks=tuple(args.disk or ()))
     if args.json:
         print(to_json(runs))
     else:
-        Console().print(table(args.guest, runs))
+        console = Console()
+        console.print(table(args.guest, runs))
+        per_op = bracket_table(args.guest, runs)
+        if per_op is not None:
+            console.print(per_op)
         for r in runs:
             if r.outcome not in ("exit", "halt"):
                 print(f"{r.mode}: {r.message}")
@@ -195,9 +199,10 @@ def main(argv=None):
     run.add_argument("--max-instructions", type=int, metavar="N", help="stop after N instructions")
     run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
     run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
-    run.add_argument("--mode", choices=("emulate", "trap"), default="emulate",
+    run.add_argument("--mode", choices=("emulate", "trap", "hw"), default="emulate",
                      help="how the guest is run: emulate (no VMM, the baseline) or under a VMM: "
-                          "trap (trap-and-emulate, the guest kernel at ring 1)")
+                          "trap (trap-and-emulate, the guest kernel at ring 1), "
+                          "hw (hardware assist: VT-x-style guest mode and VM exits)")
     run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
     run.add_argument("--realtime", action="store_true",
                      help="device clocks follow the host's clock (default: the instruction count, "
@@ -209,7 +214,7 @@ def main(argv=None):
     run.set_defaults(func=cmd_run)
     cmp = sub.add_parser("compare", help="run a guest under every mode and compare")
     cmp.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
-    cmp.add_argument("--mode", action="append", choices=("trap",),
+    cmp.add_argument("--mode", action="append", choices=("trap", "hw"),
                      help="only this mode (again for more) besides emulate")
     cmp.add_argument("--opt", choices=("O0", "O2"), default="O2")
     cmp.add_argument("--cmdline", default="", metavar="STR")

@@ -23,6 +23,7 @@ class ModeRun:
     output_matches: bool = True      # serial output identical to emulate's
     message: str = ""
     slowdown: float = 0.0
+    brackets: list = field(default_factory=list)    # per benchmark bracket (nanobench)
 
 
 def run_mode(elf, mode, cmdline="", memory=128 << 20, budget=None, disks=()):
@@ -40,6 +41,12 @@ def run_mode(elf, mode, cmdline="", memory=128 << 20, budget=None, disks=()):
     run = ModeRun(mode, result.reason, result.status, result.instructions, wall,
                   stats.total, stats.total_seconds,
                   {reason: n for reason, n, _ in stats.table()}, message=result.message)
+    for b in vmm.brackets:
+        run.brackets.append({"op": b.name, "iterations": b.iterations,
+                             "exits": dict(b.exits.most_common()),
+                             "exits_per_iteration": b.total_exits / b.iterations,
+                             "us_per_iteration": b.wall_seconds * 1e6 / b.iterations,
+                             "vmm_us_per_iteration": b.vmm_seconds * 1e6 / b.iterations})
     return run, out.getvalue()
 
 
@@ -78,4 +85,25 @@ def table(guest, runs, top=6):
         t.add_row(r.mode, r.outcome, "same" if r.output_matches else "DIFFERENT",
                   f"{r.instructions:,}", f"{r.vmm_entries:,}", f"{r.vmm_seconds:.3f}",
                   f"{r.wall_seconds:.3f}", f"{r.slowdown:.1f}x", reasons or "-")
+    return t
+
+
+def bracket_table(guest, runs):
+    """Per benchmark operation (the guest's port-0x504 brackets): VMM entries and host
+    microseconds per iteration in each mode."""
+    from rich.table import Table
+    ops = [b["op"] for b in runs[0].brackets]
+    if not ops:
+        return None
+    t = Table(title=f"{guest}: per operation, per iteration (VMM entries / host µs)")
+    t.add_column("operation")
+    for r in runs:
+        t.add_column(r.mode, justify="right")
+    for op in ops:
+        cells = []
+        for r in runs:
+            b = next((b for b in r.brackets if b["op"] == op), None)
+            cells.append("-" if b is None else
+                         f"{b['exits_per_iteration']:.2f} / {b['us_per_iteration']:.2f}")
+        t.add_row(op, *cells)
     return t

@@ -16,7 +16,9 @@ cdef int ES, CS, SS, DS, FS, GS
 cdef int DEC_IMM_MASK, DEC_MODRM, DEC_VALID, DEC_MEMONLY, DEC_LOCK
 cdef int IMM_NONE, IMM_B, IMM_W, IMM_Z, IMM_MOFFS, IMM_PTR, IMM_ENTER
 cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EXIT_UNMAPPED, EXIT_REQUEST
-cdef int EXIT_UNSUPPORTED, EXIT_INTERRUPT
+cdef int EXIT_UNSUPPORTED, EXIT_INTERRUPT, EXIT_VMEXIT
+cdef unsigned int CTL_INTR_WINDOW, CTL_HLT, CTL_INVLPG, CTL_RDTSC, CTL_CR3_LOAD, CTL_CR3_STORE, CTL_MOV_DR, CTL_IO, CTL_MSR
+cdef int VMX_INTR_WINDOW, VMX_CPUID, VMX_HLT, VMX_INVLPG, VMX_RDTSC, VMX_VMCALL, VMX_CR_ACCESS, VMX_MOV_DR, VMX_IO, VMX_RDMSR, VMX_WRMSR
 cdef int DE, DB, BP, OF_, BR, UD, NM, DF_, TS, NP, SS_, GP, PF
 
 # One decoded instruction (the decoder's output; the decode cache holds copies).
@@ -97,6 +99,10 @@ cdef class CPU:
     cdef public object io                # object with read(port, size) / write(port, size, value)
     cdef public unsigned int exception_intercept   # bitmap: vectors that stop the run instead
     cdef public bint interrupt_exiting   # external interrupts stop the run (EXIT_INTERRUPT)
+    # -- guest mode (VMX non-root operation): a VMCS's controls and exit information ----------
+    cdef public bint guest_mode          # CPUID and VMCALL exit; vm_controls apply
+    cdef public unsigned int vm_controls # VM-execution controls (CTL_*, Intel SDM bit positions)
+    cdef public unsigned int exit_reason, exit_qualification, exit_instruction_length
     cdef public object last_exit         # detail of the last exit (fault, ...)
     cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
     cdef unsigned long long until       # stop when EIP equals it (NO_UNTIL: never)

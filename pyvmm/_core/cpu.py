@@ -24,7 +24,7 @@ import cython
 
 from .exits import ExitReason
 from .faults import (EXCEPTION_NAMES, CPUFault, ExceptionExit, GuestFault, TripleFault,
-                     UnmappedMemory, Unsupported, instruction_length)
+                     UnmappedMemory, Unsupported, VMExitSignal, instruction_length)
 from .isa import decoder_table
 from .memory import PhysicalMemory
 
@@ -122,6 +122,28 @@ EXIT_UNMAPPED = ExitReason.UNMAPPED
 EXIT_REQUEST = ExitReason.REQUEST
 EXIT_UNSUPPORTED = ExitReason.UNSUPPORTED
 EXIT_INTERRUPT = ExitReason.INTERRUPT
+EXIT_VMEXIT = ExitReason.VMEXIT
+# VM-execution controls (Intel SDM bit positions) and basic exit reasons
+CTL_INTR_WINDOW = 1 << 2
+CTL_HLT = 1 << 7
+CTL_INVLPG = 1 << 9
+CTL_RDTSC = 1 << 12
+CTL_CR3_LOAD = 1 << 15
+CTL_CR3_STORE = 1 << 16
+CTL_MOV_DR = 1 << 23
+CTL_IO = 1 << 24
+CTL_MSR = 1 << 28
+VMX_INTR_WINDOW = 7
+VMX_CPUID = 10
+VMX_HLT = 12
+VMX_INVLPG = 14
+VMX_RDTSC = 16
+VMX_VMCALL = 18
+VMX_CR_ACCESS = 28
+VMX_MOV_DR = 29
+VMX_IO = 30
+VMX_RDMSR = 31
+VMX_WRMSR = 32
 
 # Exception vectors
 DE = 0
@@ -242,6 +264,9 @@ class CPU:
         self.tsc_offset = 0
         self.exception_intercept = 0
         self.interrupt_exiting = False
+        self.guest_mode = False
+        self.vm_controls = 0
+        self.exit_reason = self.exit_qualification = self.exit_instruction_length = 0
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
         self.hypervisor_leaf_ecx = 0
@@ -469,6 +494,40 @@ class CPU:
         if not attr & 0x8000:
             self.seg_rd[seg] = self.seg_wr[seg] = 0
         self.fetch_page = 0
+
+    def vm_exit(self, reason, qualification, length):
+        """Guest mode: this instruction causes a VM exit instead of executing (SDM 27)."""
+        self.exit_reason = reason
+        self.exit_qualification = qualification
+        self.exit_instruction_length = length
+        raise VMExitSignal()
+
+    def inject_event(self, vector, error_code=-1, software=False):
+        """VM entry with event injection (SDM 26.6): deliver an interrupt or exception
+        through the guest's IDT now, as the processor would. Returns 0, or an EXIT_* code
+        if delivering it ends the run (an intercepted fault, a triple fault)."""
+        esp: cython.uint = self.regs[4]
+        self.i_start = self.eip
+        self.i_esp = esp
+        self.set_halted(False)
+        try:
+            self.deliver(vector & 0xFF, error_code, software)
+        except CPUFault as f:
+            self.regs[4] = esp
+            return self.raise_exception(f.vector, f.error_code)
+        self.icount += 1                # the delivery is a step of guest time
+        return 0
+
+    def cpuid_values(self, leaf, subleaf=0):
+        """What CPUID returns for (leaf, subleaf) on this processor: (EAX, EBX, ECX, EDX).
+        A VMM emulating a CPUID exit starts from these."""
+        saved = [self.regs[0], self.regs[1], self.regs[2], self.regs[3]]
+        self.regs[0] = leaf & MASK32
+        self.regs[1] = subleaf & MASK32
+        self.exec_cpuid()
+        out = (self.regs[0], self.regs[3], self.regs[1], self.regs[2])
+        self.regs[0], self.regs[1], self.regs[2], self.regs[3] = saved
+        return out
 
     def request_exit(self):
         """Ask the run loop to stop after the current instruction (from a device handler)."""
@@ -1024,6 +1083,9 @@ class CPU:
         if self.cur.lock and (not (entry & DEC_LOCK) or self.cur.mod == 3):
             self.fault(UD, -1)          # LOCK only on a read-modify-write of memory
         if self.cur.mod == 3 and entry & DEC_MEMONLY:
+            if self.guest_mode and b == 0x101 and self.cur.reg == 0 and self.cur.rm == 1:
+                # VMCALL (0F 01 C1): the guest calls its hypervisor (#UD outside guest mode)
+                self.vm_exit(VMX_VMCALL, 0, self.cur.len)
             self.fault(UD, -1)
         kind = entry & DEC_IMM_MASK
         if kind != IMM_NONE:
@@ -1431,6 +1493,8 @@ class CPU:
         elif op == 0xF4:                                # HLT
             if self.cpl != 0:
                 self.fault(GP, 0)
+            if self.vm_controls & CTL_HLT:
+                self.vm_exit(VMX_HLT, 0, self.cur.len)
             self.set_halted(True)
             self.exit_request = EXIT_HLT
         elif op == 0xCC:                                # INT3: a trap, saved EIP is the next one
@@ -1546,14 +1610,20 @@ class CPU:
         elif op == 0x1F:                                # multi-byte NOP: decodes, does nothing
             pass
         elif op == 0xA2:
+            if self.guest_mode:
+                self.vm_exit(VMX_CPUID, 0, self.cur.len)
             self.exec_cpuid()
         elif op == 0x31:                                # RDTSC: time is the instruction count
             if self.cr4 & 0x4 and self.cpl > 0:
                 self.fault(GP, 0)                       # CR4.TSD
+            if self.vm_controls & CTL_RDTSC:
+                self.vm_exit(VMX_RDTSC, 0, self.cur.len)
             tsc: cython.ulonglong = self.icount + self.tsc_offset
             self.regs[0] = tsc & MASK32
             self.regs[2] = (tsc >> 32) & MASK32
         elif op == 0x32 or op == 0x30:                  # RDMSR / WRMSR
+            if self.vm_controls & CTL_MSR and self.cpl == 0:
+                self.vm_exit(VMX_WRMSR if op == 0x30 else VMX_RDMSR, 0, self.cur.len)
             self.exec_msr(op == 0x30)
         elif op == 0xA0 or op == 0xA8:                  # PUSH FS / GS
             self.push(osz, self.seg_sel[FS if op == 0xA0 else GS])
@@ -2169,9 +2239,18 @@ class CPU:
         port: cython.uint
         if op <= 0x6F:                                  # INS / OUTS, maybe with REP
             self.io_allowed(self.regs[2] & 0xFFFF, size)
+            if self.vm_controls & CTL_IO:
+                self.vm_exit(VMX_IO, (size - 1) | (8 if op <= 0x6D else 0) | 0x10 |
+                             (0x20 if self.cur.rep else 0) | ((self.regs[2] & 0xFFFF) << 16),
+                             self.cur.len)
             return self.exec_string(op)
         port = self.cur.imm & 0xFF if op <= 0xE7 else self.regs[2] & 0xFFFF
         self.io_allowed(port, size)
+        if self.vm_controls & CTL_IO:
+            # qualification (SDM table 28-5): size - 1, direction (1 = IN), string, REP,
+            # immediate operand, port
+            self.vm_exit(VMX_IO, (size - 1) | (8 if (op & 2) == 0 else 0) |
+                         (0x40 if op <= 0xE7 else 0) | (port << 16), self.cur.len)
         if (op & 2) == 0:                               # IN
             self.set_reg(size, 0, self.port_in(port, size))
         else:                                           # OUT
@@ -2220,6 +2299,9 @@ class CPU:
             self.write_cr0((self.cr0 & ~cython.cast(cython.uint, 0xE)) | (v & 0xF) | (self.cr0 & CR0_PE))
             return 0
         if op == 7:                                     # INVLPG m
+            if self.vm_controls & CTL_INVLPG:
+                self.vm_exit(VMX_INVLPG, (self.seg_base[self.cur.ea_seg] + self.ea()) & MASK32,
+                             self.cur.len)
             self.invlpg((self.seg_base[self.cur.ea_seg] + self.ea()) & MASK32)
             return 0
         off = self.ea()
@@ -2374,6 +2456,9 @@ class CPU:
         if op == 0x21 or op == 0x23:
             if (n == 4 or n == 5) and self.cr4 & CR4_DE:
                 self.fault(UD, -1)                      # DR4/DR5 exist only as aliases
+            if self.vm_controls & CTL_MOV_DR:           # qualification: DR, direction, GPR
+                self.vm_exit(VMX_MOV_DR, n | (0x10 if op == 0x21 else 0) | (self.cur.rm << 8),
+                             self.cur.len)
             if n == 4 or n == 5:
                 n += 2                                  # ... of DR6 and DR7
             if op == 0x21:
@@ -2396,6 +2481,10 @@ class CPU:
             return 0
         if n == 1 or n > 4:
             self.fault(UD, -1)
+        if n == 3 and self.vm_controls & (CTL_CR3_STORE if op == 0x20 else CTL_CR3_LOAD):
+            # qualification: CR number, access type (0 MOV to CR, 1 MOV from CR), GPR
+            self.vm_exit(VMX_CR_ACCESS, 3 | (0x10 if op == 0x20 else 0) | (self.cur.rm << 8),
+                         self.cur.len)
         if op == 0x20:
             self.regs[self.cur.rm] = (self.cr0, 0, self.cr2, self.cr3, self.cr4)[n]
             return 0
@@ -3075,6 +3164,11 @@ class CPU:
         stays halted until then."""
         vector: cython.int
         esp: cython.uint
+        if self.vm_controls & CTL_INTR_WINDOW and self.eflags & F_IF and \
+                self.icount != self.inhibit_at:
+            self.exit_reason = VMX_INTR_WINDOW  # the guest can take an interrupt now
+            self.exit_qualification = self.exit_instruction_length = 0
+            return EXIT_VMEXIT
         if self.intr_pending and self.eflags & F_IF and self.icount != self.inhibit_at:
             if self.interrupt_exiting:
                 return EXIT_INTERRUPT   # a VMM takes it (acknowledges and injects) itself
@@ -3207,6 +3301,10 @@ class CPU:
                 u.eip = self.i_start
                 self.last_exit = u
                 return EXIT_UNSUPPORTED
+            except VMExitSignal:
+                self.eip = self.i_start         # the instruction did not execute
+                self.regs[4] = self.i_esp
+                return EXIT_VMEXIT
             self.eip = self.i_start
             self.regs[4] = self.i_esp
             r = self.raise_exception(vector, err)

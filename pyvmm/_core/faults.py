@@ -115,6 +115,12 @@ class UnmappedMemory(Exception):
 
 
 
+class VMExitSignal(Exception):
+    """Raised inside the core when an instruction in guest mode causes a VM exit; run()
+    rolls the instruction back and returns EXIT_VMEXIT (details in CPU.exit_reason,
+    exit_qualification, exit_instruction_length)."""
+
+
 class Unsupported(Exception):
     """The guest did something architectural that pyvmm does not implement (yet): the run
     stops cleanly with this message rather than pretending."""

@@ -8,8 +8,28 @@ loop in KVM's shape, and the count of VMM entries by reason.
 `PC.run` drives a VMM exactly as it drives a bare CPU: `vmm.run(stop)` returns only for
 what the *machine* must decide (the budget, a device event, a guest that halts, exits or
 crashes); everything the VMM can handle itself it handles inside."""
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
 from .. import ExitReason
 from .stats import ExitStats
+
+
+@dataclass
+class Bracket:
+    """One benchmark bracket of the guest (port 0x504, guests/nanobench) as the VMM saw it:
+    the VMM entries inside it by reason (the opening marker's own OUT included: it exits
+    in every mode that traps I/O) and the host time it took."""
+    name: str
+    iterations: int
+    exits: Counter = field(default_factory=Counter)
+    vmm_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def total_exits(self):
+        return sum(self.exits.values())
 
 
 class VMM:
@@ -20,6 +40,26 @@ class VMM:
         self.cpu = pc.cpu
         self.stats = ExitStats()
         self.stop_message = None
+        self.brackets = []
+        self._open = None
+        marker = getattr(pc, "bench_marker", None)
+        if marker is not None:
+            marker.listeners.append(self._bench_mark)
+
+    def _bench_mark(self, op_id, iterations):
+        """The guest opened (op_id > 0) or closed a benchmark bracket: snapshot the counts."""
+        now = time.perf_counter()
+        if op_id:
+            from ..machine.devices.bench_marker import OPERATIONS
+            self._open = (Bracket(OPERATIONS.get(op_id, f"op{op_id}"), iterations),
+                          Counter(self.stats.count), self.stats.total_seconds, now)
+        elif self._open is not None:
+            bracket, counts, seconds, t0 = self._open
+            bracket.exits = Counter(self.stats.count) - counts
+            bracket.vmm_seconds = self.stats.total_seconds - seconds
+            bracket.wall_seconds = now - t0
+            self.brackets.append(bracket)
+            self._open = None
 
     # -- set up --------------------------------------------------------------------------
     def attach(self):
