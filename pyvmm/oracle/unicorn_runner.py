@@ -31,6 +31,11 @@ Unicorn pitfalls handled here (measured with Unicorn 2.1.4):
     that count instructions (branches) never use REP, the others stop at `until`;
   * emu_start costs ~4 us plus ~20 us for rewriting 128 KiB and removing the cache.
 
+System cases (SystemCase, UnicornSystemRunner, PyvmmSystemRunner, compare_system: the
+second half of this file) run whole programs with descriptor tables, rings and paging, and
+compare selectors, hidden segment state, control registers and exceptions with their error
+codes too; their own Unicorn limits are in SYSTEM_UNICORN_LIMITS.
+
 Where Unicorn disagrees with the Intel SDM, exactly one of three narrow, documented
 mechanisms applies (never a blanket mask):
   KNOWN_DEVIATIONS  EFLAGS bits ignored for one mnemonic/operand form under a condition;
@@ -659,3 +664,474 @@ def run_both(case, first, second):
     a = first.run(case)
     b = second.run(case)
     return a, b, compare(case, a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# System cases: descriptor tables, rings and paging
+# ------------------------------------------------------------------------------------------
+# A SystemCase runs a whole program on a fresh machine: usually a ring-0 prologue (far jump
+# into the GDT's code segment, segment loads, LLDT, paging on, IRET into the tested ring)
+# and then the body under test. Both runners report, beyond the GPRs, EIP and EFLAGS, the
+# segment selectors, CR0/CR2/CR3/CR4, and for an exception its vector, error code and the
+# EIP it saves (the faulting instruction).
+#
+# How exceptions are observed on Unicorn: Unicorn never delivers an exception through the
+# IDT; it calls UC_HOOK_INTR with the vector while the CPU state is that of the faulting
+# instruction (EIP, and CR2 for #PF, are read there). Two things are not part of Unicorn's
+# API: the error code (QEMU's CPUX86State.error_code) and the segment registers' hidden
+# parts (CPUX86State.segs[]). Both are read from the bytes of a uc.context_save(), a copy
+# of CPUX86State, at offsets measured once per process by `unicorn_state_offsets` (runs
+# with known descriptors and known #GP(selector) faults; exactly one offset must fit). If
+# the measurement fails (another Unicorn build), those fields are None and compare_system()
+# does not compare them; test_system_differential.py asserts that it succeeds here.
+#
+# Where Unicorn does not model a check the SDM requires (SYSTEM_UNICORN_LIMITS), a case
+# carries `expect`: Unicorn runs up to the instruction it gets wrong, pyvmm runs it and must
+# raise exactly the expected exception there, with the state equal to Unicorn's at that
+# point.
+SEGMENT_REGS = ("cs", "ss", "ds", "es", "fs", "gs")
+CONTROL_REGS = ("cr0", "cr2", "cr3", "cr4")
+SYSTEM_REGS = STATE_REGS + SEGMENT_REGS + CONTROL_REGS
+# The hidden parts: segment caches, LDTR, TR, GDTR, IDTR. The cache of a null selector in
+# DS/ES/FS/GS (and of a null LDTR) is not architectural (every use faults) and is not
+# compared; neither is TR's type (busy or not in the cache), only its selector, base, limit.
+HIDDEN_REGS = tuple(f"{s}.{f}" for s in SEGMENT_REGS for f in ("base", "limit", "attr")) + \
+    ("ldtr", "ldtr.base", "ldtr.limit", "tr", "tr.base", "tr.limit",
+     "gdtr.base", "gdtr.limit", "idtr.base", "idtr.limit")
+ERROR_CODE_VECTORS = (8, 10, 11, 12, 13, 14, 17)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """pyvmm must raise `vector`(`error_code`) at `eip`: a check Unicorn does not model
+    (`limit` names the SYSTEM_UNICORN_LIMITS entry)."""
+    eip: int
+    vector: int
+    error_code: Optional[int]
+    limit: str
+
+
+@dataclass
+class SystemCase(Case):
+    gdtr: Tuple[int, int] = (0, 0)               # base, limit
+    body: int = 0                                 # address of the code under test
+    expect: Optional[Expected] = None
+
+
+# Checks Unicorn 2.1.4 (QEMU 5.0 TCG) does not make, so the generators never ask it to:
+# the case carries an Expected for pyvmm instead, or avoids the input altogether.
+SYSTEM_UNICORN_LIMITS = {
+    "segment limit": (
+        "QEMU's TCG adds the segment base but never checks a data access against the "
+        "segment limit (expand-up or expand-down) in protected mode. SDM Vol. 3 5.3: "
+        "'the processor ... generates a general-protection exception (#GP) or a stack-fault "
+        "exception (#SS) [error code 0] when an offset is outside the limit'."),
+    "segment type": (
+        "QEMU does not check the segment's type on a data access: a write through a "
+        "read-only data segment or a (readable) code segment loaded into a data segment "
+        "register succeeds. SDM Vol. 3 5.4.1: 'writing into a code segment or a read-only "
+        "data segment' is #GP(0)."),
+    "null segment": (
+        "QEMU does not fault on an access through DS/ES/FS/GS holding a null selector. "
+        "SDM Vol. 3 5.4.1 and MOV: 'a #GP(0) is generated when a memory reference is made "
+        "through a segment register holding a null selector'."),
+    "I/O permission": (
+        "Unicorn's translator skips QEMU's I/O permission check ('Unicorn: allow all I/O "
+        "instructions'): IN/OUT/INS/OUTS run at CPL > IOPL. SDM IN, OUT, INS, OUTS: 'IF "
+        "((PE = 1) and ((CPL > IOPL) or (VM = 1))) THEN IF (Any I/O Permission Bit for I/O "
+        "port being accessed = 1) THEN #GP(0)' - and without a TSS I/O bitmap every bit "
+        "counts as 1 (Vol. 1 19.5.2)."),
+    "CR0.NW without CR0.CD": (
+        "QEMU loads CR0 with NW=1 and CD=0. SDM MOV CRn: '#GP(0) If an attempt is made to "
+        "write a 1 to CR0.NW while CR0.CD is 0'."),
+    "IRET with EFLAGS.VM=1 at CPL > 0": (
+        "QEMU returns to virtual-8086 mode whenever the popped EFLAGS image has VM set. SDM "
+        "IRET: 'IF tempEFLAGS(VM) = 1 and CPL = 0 THEN GOTO RETURN-TO-VIRTUAL-8086-MODE', "
+        "else a protected-mode return in which VM is not changed. The generators pop images "
+        "without VM; test_system_differential.py checks pyvmm's protected-mode return."),
+    "accessed bit of the PDE on a faulting walk": (
+        "QEMU sets a PDE's accessed flag as soon as the PDE is read, before it looks at the "
+        "PTE, so a walk that ends in #PF (PTE not present, or access denied) leaves it set. "
+        "SDM Vol. 3 4.8 says only that the processor sets the accessed flag of an entry it "
+        "'uses ... as part of linear-address translation'; Intel processors update the "
+        "accessed and dirty flags once the walk has succeeded (what KVM's guest page walker "
+        "copies, commit 'KVM: MMU: Update accessed and dirty bits after guest pagetable "
+        "walk'), and so does pyvmm. compare_system() ignores exactly that bit: bit 5 of the "
+        "PDE mapping CR2, after a #PF on both machines, set on Unicorn and clear on pyvmm."),
+    "PSE-36": (
+        "QEMU translates a 4 MiB PDE's bits 20:13 as physical-address bits 39:32 (PSE-36) "
+        "whatever CPUID says; pyvmm's CPUID has no PSE-36, and SDM Vol. 3 4.3 / Table 4-4 "
+        "make those bits reserved then (#PF with RSVD). The generators keep them 0; "
+        "test_paging.py checks pyvmm's RSVD fault."),
+}
+
+
+_STATE_OFFSETS = None
+
+
+def _gdt_entry(base, limit, access, flags):
+    import struct
+    lo = (limit & 0xFFFF) | ((base & 0xFFFF) << 16)
+    hi = ((base >> 16) & 0xFF) | (access << 8) | (limit & 0xF0000) | (flags << 20) | (base & 0xFF000000)
+    return struct.pack("<II", lo, hi)
+
+
+def unicorn_state_offsets():
+    """Where, in bytes(uc.context_save()) (a copy of QEMU's CPUX86State), Unicorn keeps the
+    two things its API does not give: the exception's error code and the segment registers'
+    hidden parts. Measured once per process, never assumed: five runs load ES, FS and GS
+    with known descriptors and then fault on `mov ds, [0x5000]` with a selector beyond the
+    GDT limit (#GP(selector & ~3), a different selector each run). The error code's offset
+    is the one 32-bit word holding the five error codes; the segment caches' offset is the
+    one where ES, FS and GS (QEMU's order ES CS SS DS FS GS, 24-byte SegmentCache: selector,
+    64-bit base, limit, flags) hold what was loaded. {'error_code': offset or None,
+    'segments': offset or None}."""
+    global _STATE_OFFSETS
+    if _STATE_OFFSETS is not None:
+        return _STATE_OFFSETS
+    import struct
+
+    import unicorn
+    from unicorn import x86_const as X
+    gdt = bytes(8) + _gdt_entry(0x12345678, 0x9ABCD, 0x93, 0x4) + \
+        _gdt_entry(0x0FEDCBA0, 0x05432, 0xF3, 0xC)
+    loaded = ((0, 0x08, 0x12345678, 0x9ABCD), (4, 0x13, 0x0FEDCBA0, 0x05432FFF),
+              (5, 0x10, 0x0FEDCBA0, 0x05432FFF))           # (QEMU index, selector, base, limit)
+    code = bytes.fromhex("8e0502500000 8e2504500000 8e2d06500000 8e1d00500000 90")
+    samples = []
+    for sel in (0x1238, 0x2469, 0x7FF2, 0x0018, 0xFFFB):
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        uc.mem_map(0, 0x10000)
+        uc.mem_write(0x8000, gdt)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0x8000, len(gdt) - 1, 0))
+        uc.mem_write(0x5000, struct.pack("<HHHH", sel, 0x08, 0x13, 0x10))
+        uc.mem_write(0x1000, code)
+        seen = []
+
+        def hook(uc, intno, user_data, seen=seen):
+            seen.append((intno, bytes(uc.context_save())))
+            uc.emu_stop()
+        uc.hook_add(unicorn.UC_HOOK_INTR, hook)
+        try:
+            uc.emu_start(0x1000, 0x1000 + len(code))
+        except unicorn.UcError:
+            pass
+        if len(seen) != 1 or seen[0][0] != 13:
+            _STATE_OFFSETS = {"error_code": None, "segments": None}
+            return _STATE_OFFSETS
+        samples.append((seen[0][1], sel & 0xFFFC))
+    size = min(len(raw) for raw, _ in samples)
+    hits = [off for off in range(0, size - 3, 4)
+            if all(struct.unpack_from("<I", raw, off)[0] == err for raw, err in samples)]
+    raw = samples[0][0]
+
+    def segments_at(off):
+        for index, sel, base, limit in loaded:
+            at = off + 24 * index
+            if at + 24 > len(raw):
+                return False
+            if struct.unpack_from("<IxxxxQII", raw, at)[:3] != (sel, base, limit):
+                return False
+        return True
+    segs = [off for off in range(0, len(raw) - 6 * 24, 4) if segments_at(off)]
+    _STATE_OFFSETS = {"error_code": hits[0] if len(hits) == 1 else None,
+                      "segments": segs[0] if len(segs) == 1 else None}
+    return _STATE_OFFSETS
+
+
+def unicorn_segment_caches(raw, offset):
+    """{name: (selector, base, limit, attributes)} from context bytes `raw` (see
+    unicorn_state_offsets); attributes as the descriptor's high dword & 0x00F0FF00."""
+    import struct
+    out = {}
+    for index, name in enumerate(("es", "cs", "ss", "ds", "fs", "gs")):
+        sel, base, limit, flags = struct.unpack_from("<IxxxxQII", raw, offset + 24 * index)
+        out[name] = (sel & 0xFFFF, base & 0xFFFFFFFF, limit, flags & 0x00F0FF00)
+    return out
+
+
+class UnicornSystemRunner:
+    """Runs SystemCases on Unicorn: a fresh Uc (the qemu32 model) for every case."""
+
+    def __init__(self, cpu_model=None):
+        from unicorn import x86_const as X
+        self._X = X
+        self.cpu_model = X.UC_CPU_X86_QEMU32 if cpu_model is None else cpu_model
+        self._ids = {name: getattr(X, "UC_X86_REG_" + name.upper()) for name in SYSTEM_REGS}
+        offsets = unicorn_state_offsets()
+        self.error_code_at = offsets["error_code"]
+        self.segments_at = offsets["segments"]
+
+    def run(self, case):
+        import struct
+
+        import unicorn
+        X = self._X
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        uc.ctl_set_cpu_model(self.cpu_model)
+        for addr, size in case.regions:
+            uc.mem_map(addr, size)
+            uc.mem_write(addr, case.initial_memory(addr, size))
+        intr, unmapped = [], []
+        error_code_at = self.error_code_at
+
+        def hook_intr(uc, intno, user_data):
+            if not intr:
+                err = None
+                if intno in ERROR_CODE_VECTORS and error_code_at is not None:
+                    err = struct.unpack_from("<I", bytes(uc.context_save()), error_code_at)[0]
+                intr.append((intno, err, uc.reg_read(X.UC_X86_REG_EIP),
+                             uc.reg_read(X.UC_X86_REG_CR2)))
+            uc.emu_stop()
+
+        def hook_unmapped(uc, access, address, size, value, user_data):
+            unmapped.append(address)
+            return False
+
+        def hook_in(uc, port, size, user_data):
+            return (1 << (8 * size)) - 1                # nothing answers: the bus floats high
+
+        def hook_out(uc, port, size, value, user_data):
+            pass
+        uc.hook_add(unicorn.UC_HOOK_INTR, hook_intr)
+        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, hook_unmapped)
+        uc.hook_add(unicorn.UC_HOOK_INSN, hook_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(unicorn.UC_HOOK_INSN, hook_out, None, 1, 0, X.UC_X86_INS_OUT)
+        base, limit = case.gdtr
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, base, limit, 0))
+        for name in GPRS:
+            uc.reg_write(self._ids[name], case.regs.get(name, 0) & 0xFFFFFFFF)
+        uc.reg_write(self._ids["eflags"], case.regs.get("eflags", 2))
+        until = case.expect.eip if case.expect is not None else case.end
+        result = Result(regs={}, memory={}, runner="unicorn")
+        try:
+            uc.emu_start(case.code_addr, until, count=case.count)
+        except unicorn.UcError as e:
+            if e.errno == unicorn.UC_ERR_INSN_INVALID:
+                result.outcome, result.vector = "exception", 6
+            elif e.errno in (unicorn.UC_ERR_READ_UNMAPPED, unicorn.UC_ERR_WRITE_UNMAPPED,
+                             unicorn.UC_ERR_FETCH_UNMAPPED):
+                result.outcome = "unmapped"
+                result.address = unmapped[0] if unmapped else None
+            else:
+                result.outcome, result.error = "error", f"UcError: {e}"
+        for name in SYSTEM_REGS:
+            result.regs[name] = uc.reg_read(self._ids[name])
+        if self.segments_at is not None:
+            caches = unicorn_segment_caches(bytes(uc.context_save()), self.segments_at)
+            for name, (_sel, base, limit, attr) in caches.items():
+                result.regs.update({f"{name}.base": base, f"{name}.limit": limit,
+                                    f"{name}.attr": attr})
+        for name, reg in (("ldtr", X.UC_X86_REG_LDTR), ("tr", X.UC_X86_REG_TR)):
+            sel, base, limit, _flags = uc.reg_read(reg)
+            result.regs.update({name: sel, f"{name}.base": base, f"{name}.limit": limit})
+        for name, reg in (("gdtr", X.UC_X86_REG_GDTR), ("idtr", X.UC_X86_REG_IDTR)):
+            _sel, base, limit, _flags = uc.reg_read(reg)
+            result.regs.update({f"{name}.base": base, f"{name}.limit": limit})
+        if intr:
+            vector, err, eip, cr2 = intr[0]
+            result.outcome, result.vector, result.error_code = "exception", vector, err
+            result.regs["eip"], result.regs["cr2"] = eip, cr2
+        for addr, size in case.compare_ranges:
+            result.memory[addr] = bytes(uc.mem_read(addr, size))
+        return result
+
+
+class PyvmmSystemRunner:
+    """Runs SystemCases on a pyvmm CPU class (compiled or pure). With reuse=True one CPU
+    serves every case with the same memory layout, brought back to its power-on state by
+    CPU.reset() (and the few fields reset() leaves to the machine: the TSC offset and
+    IA32_APIC_BASE) with all of its memory rewritten; reuse=False makes a new CPU per case
+    (a CPU() costs ~5 ms, mostly building the decoder table)."""
+
+    def __init__(self, cpu_class=None, reuse=True):
+        import pyvmm
+        self.cpu_class = cpu_class or pyvmm.CPU
+        self.reuse = reuse
+        self.cpu = None
+        self.layout = None
+        mod = __import__(self.cpu_class.__module__, fromlist=["GuestFault"])
+        memmod = __import__(self.cpu_class.__module__.rsplit(".", 1)[0] + ".memory",
+                            fromlist=["UnmappedMemory"])
+        self._faults = tuple({pyvmm.GuestFault, getattr(mod, "GuestFault", pyvmm.GuestFault)})
+        self._unmapped = tuple({pyvmm.UnmappedMemory,
+                                getattr(memmod, "UnmappedMemory", pyvmm.UnmappedMemory)})
+
+    def machine(self, regions):
+        regions = tuple(regions)
+        if self.reuse and self.cpu is not None and self.layout == regions:
+            cpu = self.cpu
+            cpu.reset()
+            cpu.tsc_offset = 0
+            cpu.apic_base = self._apic_base
+            return cpu
+        cpu = self.cpu_class()
+        for addr, size in regions:
+            cpu.mem_map(addr, size)
+        self.cpu, self.layout, self._apic_base = cpu, regions, cpu.apic_base
+        return cpu
+
+    def run(self, case):
+        cpu = self.machine(case.regions)
+        for addr, size in case.regions:
+            cpu.mem_write(addr, case.initial_memory(addr, size))
+        base, limit = case.gdtr
+        cpu.reg_write("gdtr_base", base)
+        cpu.reg_write("gdtr_limit", limit)
+        for name in GPRS:
+            cpu.reg_write(name, case.regs.get(name, 0) & 0xFFFFFFFF)
+        cpu.reg_write("eflags", case.regs.get("eflags", 2))
+        result = Result(regs={}, memory={}, runner="pyvmm")
+        try:
+            cpu.emu_start(case.code_addr, case.end, count=case.count or SAFETY_COUNT)
+        except self._faults as e:
+            result.outcome, result.vector, result.error_code = "exception", e.vector, e.error_code
+            if cpu.reg_read("eip") != e.eip:
+                result.outcome = "error"
+                result.error = (f"GuestFault.eip={e.eip:#x} but the CPU's EIP is "
+                                f"{cpu.reg_read('eip'):#x}")
+        except self._unmapped as e:
+            result.outcome, result.address = "unmapped", e.address
+        except Exception as e:              # never expected: a bug in pyvmm
+            import traceback
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            result.outcome = "error"
+            result.error = f"{type(e).__name__}: {e} ({tb.filename}:{tb.lineno})"
+        for name in SYSTEM_REGS:
+            result.regs[name] = cpu.reg_read(name)
+        for name, (_sel, base, limit, attr) in cpu.segments.items():
+            result.regs.update({f"{name}.base": base, f"{name}.limit": limit,
+                                f"{name}.attr": attr & 0x00F0FF00})
+        result.regs.update({"ldtr": cpu.ldtr_sel, "ldtr.base": cpu.ldtr_base,
+                            "ldtr.limit": cpu.ldtr_limit, "tr": cpu.tr_sel,
+                            "tr.base": cpu.tr_base, "tr.limit": cpu.tr_limit,
+                            "gdtr.base": cpu.gdtr_base, "gdtr.limit": cpu.gdtr_limit,
+                            "idtr.base": cpu.idtr_base, "idtr.limit": cpu.idtr_limit})
+        for addr, size in case.compare_ranges:
+            result.memory[addr] = bytes(cpu.mem_read(addr, size))
+        return result
+
+
+def _architectural(name, a, b):
+    """False for a hidden part that no instruction can observe: the cache of a null
+    selector in DS/ES/FS/GS, the base and limit of a null LDTR."""
+    owner, _, part = name.partition(".")
+    if not part or owner in ("cs", "ss", "tr", "gdtr", "idtr"):
+        return True
+    sel_a, sel_b = a.regs.get(owner), b.regs.get(owner)
+    return not (sel_a is not None and sel_a == sel_b and (sel_a & 0xFFFC) == 0)
+
+
+def compare_system(case, a, b):
+    """Differences between the Unicorn result `a` and the pyvmm result `b` of a SystemCase:
+    outcome, vector, error code (when Unicorn's is known), every SYSTEM_REGS register (EFLAGS
+    minus case.flag_mask, registers minus case.undefined_regs) and the compared memory."""
+    diffs = []
+    exp = case.expect
+    if exp is not None and a.outcome == "ok" and a.regs.get("eip") == exp.eip:
+        # Unicorn stopped before the instruction whose check it lacks; pyvmm must fault there.
+        want = f"exception {EXCEPTION_NAMES.get(exp.vector, exp.vector)}" + \
+            ("" if exp.error_code is None else f"({exp.error_code:#x})")
+        if (b.outcome, b.vector, b.error_code) != ("exception", exp.vector, exp.error_code):
+            diffs.append(Diff("outcome", f"{want} (SDM; Unicorn: no {exp.limit} check)",
+                              b.outcome_text()))
+            return diffs
+    else:
+        if a.outcome != b.outcome or a.vector != b.vector:
+            diffs.append(Diff("outcome", a.outcome_text(), b.outcome_text()))
+            return diffs
+        if a.outcome == "unmapped":
+            if a.address is not None and b.address is not None and \
+                    min((a.address - b.address) & 0xFFFFFFFF, (b.address - a.address) & 0xFFFFFFFF) >= 8:
+                diffs.append(Diff("unmapped address", f"{a.address:#x}", f"{b.address:#x}"))
+            return diffs
+        if a.outcome == "exception" and a.error_code is not None and a.error_code != b.error_code:
+            diffs.append(Diff("error code", f"{a.error_code:#x}",
+                              "-" if b.error_code is None else f"{b.error_code:#x}"))
+    for name in SYSTEM_REGS + HIDDEN_REGS:
+        va, vb = a.regs.get(name), b.regs.get(name)
+        if va is None or vb is None or not _architectural(name, a, b):
+            continue
+        ignore = case.flag_mask if name == "eflags" else case.undefined_regs.get(name, 0)
+        if (va ^ vb) & ~ignore & 0xFFFFFFFF:
+            note = "differs in " + flag_names((va ^ vb) & ~ignore) if name == "eflags" else ""
+            diffs.append(Diff(name, f"{va:08x}", f"{vb:08x}", note))
+    ignored_bits = _pde_accessed_on_fault(a, b)
+    for addr, size in case.compare_ranges:
+        ma, mb = a.memory.get(addr), b.memory.get(addr)
+        if ma is None or mb is None or ma == mb:
+            continue
+        ma, mb = bytearray(ma), bytearray(mb)
+        for uaddr, usize in case.undefined_mem:
+            lo, hi = max(uaddr, addr), min(uaddr + usize, addr + size)
+            for i in range(lo - addr, hi - addr):
+                ma[i] = mb[i] = 0
+        for baddr, bits in ignored_bits:
+            if addr <= baddr < addr + size:
+                ma[baddr - addr] &= ~bits
+                mb[baddr - addr] &= ~bits
+        for off, n in _byte_runs(ma, mb):
+            shown = min(n, 16)
+            more = " ..." if n > shown else ""
+            diffs.append(Diff(f"mem {addr + off:#x}+{n}", ma[off:off + shown].hex(" ") + more,
+                              mb[off:off + shown].hex(" ") + more))
+    return diffs
+
+
+def _pde_accessed_on_fault(a, b):
+    """[(address, bits)]: the accessed bit of the PDE that maps CR2 when both machines
+    stopped on the same #PF with paging on, if Unicorn set it and pyvmm did not
+    (SYSTEM_UNICORN_LIMITS, 'accessed bit of the PDE on a faulting walk')."""
+    if not (a.outcome == b.outcome == "exception" and a.vector == b.vector == 14):
+        return []
+    cr0, cr2, cr3 = (b.regs.get(n) for n in ("cr0", "cr2", "cr3"))
+    if cr0 is None or not cr0 & 0x80000000 or cr2 != a.regs.get("cr2") or cr3 != a.regs.get("cr3"):
+        return []
+    pde = (cr3 & 0xFFFFF000) + ((cr2 >> 22) << 2)
+    for addr, data in a.memory.items():
+        other = b.memory.get(addr)
+        if other is not None and addr <= pde < addr + len(data):
+            if data[pde - addr] & 0x20 and not other[pde - addr] & 0x20:
+                return [(pde, 0x20)]
+    return []
+
+
+def format_system_report(case, a, b, diffs, title="Unicorn vs pyvmm"):
+    """A failure message for a SystemCase: the body disassembled (the prologue is named by
+    the case's notes), the notes (descriptors, page tables), both results side by side."""
+    lines = [f"=== {title}: [{case.family}] {case.description} ==="]
+    body = case.body or case.code_addr
+    code = case.code[body - case.code_addr:]
+    lines.append(f"body @{body:#010x}: {code.hex(' ')}")
+    for addr, size, text in disassemble_all(code, body):
+        lines.append(f"    {addr:#010x}: {text}")
+    fl = case.regs.get("eflags", 2)
+    lines.append("registers at the prologue: " + format_regs(case.regs) + f" eflags={fl:08x}")
+    for k, v in case.notes.items():
+        lines.append(f"  {k}: {v:#x}" if isinstance(v, int) else f"  {k}: {v}")
+    if case.expect is not None:
+        e = case.expect
+        lines.append(f"expected on pyvmm: {EXCEPTION_NAMES.get(e.vector, e.vector)}"
+                     f"({'-' if e.error_code is None else hex(e.error_code)}) at {e.eip:#x} "
+                     f"(Unicorn lacks the {e.limit} check and stops there)")
+    if case.flag_mask or case.undefined_regs or case.undefined_mem:
+        lines.append(f"ignored: EFLAGS {case.flag_mask:#x}, regs {case.undefined_regs}, "
+                     f"mem {case.undefined_mem}")
+    w = 26
+    lines.append(f"{'field':<18}{a.runner:<{w}}{b.runner:<{w}}")
+    differing = {d.field for d in diffs}
+    lines.append(f"{'outcome':<18}{a.outcome_text():<{w}}{b.outcome_text():<{w}}"
+                 + ("  <--" if "outcome" in differing or "error code" in differing else ""))
+    for name in SYSTEM_REGS + HIDDEN_REGS:
+        va, vb = a.regs.get(name), b.regs.get(name)
+        if name in HIDDEN_REGS and name not in differing and va == vb:
+            continue                                    # hidden parts: only when they differ
+        sa = "-" if va is None else f"{va:08x}"
+        sb = "-" if vb is None else f"{vb:08x}"
+        lines.append(f"{name:<18}{sa:<{w}}{sb:<{w}}" + ("  <--" if name in differing else ""))
+    for d in diffs:
+        if d.field not in SYSTEM_REGS + HIDDEN_REGS and d.field != "outcome":
+            lines.append(f"{d.field:<18}{d.a:<{w}}{d.b:<{w}}  <--" + (f" {d.note}" if d.note else ""))
+        elif d.note:
+            lines.append(f"{d.field}: {d.note}")
+    return "\n".join(lines)
