@@ -101,6 +101,7 @@ cdef class CPU:
     cdef public bint interrupt_exiting   # external interrupts stop the run (EXIT_INTERRUPT)
     # -- guest mode (VMX non-root operation): a VMCS's controls and exit information ----------
     cdef public bint guest_mode          # CPUID and VMCALL exit; vm_controls apply
+    cdef public bint cpuid_faulting      # CPUID at CPL > 0 raises #GP (MSR 0x140 bit 0 on Intel)
     cdef public unsigned int vm_controls # VM-execution controls (CTL_*, Intel SDM bit positions)
     cdef public unsigned int exit_reason, exit_qualification, exit_instruction_length
     cdef public object last_exit         # detail of the last exit (fault, ...)

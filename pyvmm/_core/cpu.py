@@ -265,6 +265,7 @@ class CPU:
         self.exception_intercept = 0
         self.interrupt_exiting = False
         self.guest_mode = False
+        self.cpuid_faulting = False
         self.vm_controls = 0
         self.exit_reason = self.exit_qualification = self.exit_instruction_length = 0
         self.last_exit = None
@@ -1612,6 +1613,8 @@ class CPU:
         elif op == 0xA2:
             if self.guest_mode:
                 self.vm_exit(VMX_CPUID, 0, self.cur.len)
+            if self.cpuid_faulting and self.cpl > 0:
+                self.fault(GP, 0)           # Intel's CPUID faulting: a VMM answers instead
             self.exec_cpuid()
         elif op == 0x31:                                # RDTSC: time is the instruction count
             if self.cr4 & 0x4 and self.cpl > 0:

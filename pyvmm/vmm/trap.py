@@ -152,14 +152,14 @@ class TrapAndEmulate(VMM):
     # The run loop
     # ------------------------------------------------------------------------------------
     def interrupts_enabled(self):
-        return self.v.vif
+        return self.get_vif()
 
     def run(self, stop):
         cpu, v = self.cpu, self.v
         while True:
             # An interrupt the guest can take now (its IF set, no STI / MOV SS shadow):
             # deliver it through the guest's IDT before resuming it.
-            if v.vif and cpu.intr_line and cpu.icount != cpu.inhibit_at:
+            if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at:
                 with self.stats_timer("interrupt (injected)"):
                     self.inject_interrupt()
             if v.halted:
@@ -263,7 +263,11 @@ class TrapAndEmulate(VMM):
 
     def virtual_eflags(self):
         real = self.cpu.reg_read("eflags")
-        return (real & ~(F_IOPL | F_IF)) | (self.v.iopl << 12) | (F_IF if self.v.vif else 0)
+        return (real & ~(F_IOPL | F_IF)) | (self.v.iopl << 12) | (F_IF if self.get_vif() else 0)
+
+    def get_vif(self):
+        """The guest's interrupt flag."""
+        return self.v.vif
 
     def set_vif(self, on):
         self.v.vif = bool(on)
@@ -403,13 +407,27 @@ class TrapAndEmulate(VMM):
                 software = False
                 external = False
 
+    def gate(self, vector, ext):
+        """The guest's IDT entry for `vector`."""
+        idt_base, idt_limit = self.v.idtr
+        if vector * 8 + 7 > idt_limit:
+            raise VirtualFault(GP, vector * 8 + 2 + ext)
+        return Descriptor.unpack(self.mem.read(idt_base + vector * 8, 8, user=False))
+
+    def inner_stack(self, cpl, ext):
+        """SS:ESP for ring `cpl` from the guest's TSS."""
+        tss_sel, tss_base, tss_limit = self.v.tr
+        at = 4 + 8 * cpl
+        if not tss_sel & ~3 or at + 5 > tss_limit:
+            raise VirtualFault(TS, (tss_sel & ~3) + ext)
+        new_esp = self.mem.read_u32(tss_base + at, user=False)
+        new_ss = self.mem.read_u16(tss_base + at + 4, user=False)
+        return new_ss, new_esp
+
     def deliver(self, vector, error_code, return_eip, software, external):
         cpu, v = self.cpu, self.v
         ext = 1 if external else 0
-        idt_base, idt_limit = v.idtr
-        if vector * 8 + 7 > idt_limit:
-            raise VirtualFault(GP, vector * 8 + 2 + ext)
-        gate = Descriptor.unpack(self.mem.read(idt_base + vector * 8, 8, user=False))
+        gate = self.gate(vector, ext)
         if gate.type == 0x5:
             raise VMMUnsupported(f"task gate for vector {vector:#x} (task switches are not "
                                  f"virtualized)")
@@ -436,12 +454,7 @@ class TrapAndEmulate(VMM):
         if not target.conforming and target.dpl < v.cpl:
             # to an inner ring: the stack from the guest's TSS
             new_cpl = target.dpl
-            tss_sel, tss_base, tss_limit = v.tr
-            at = 4 + 8 * new_cpl
-            if not tss_sel & ~3 or at + 5 > tss_limit:
-                raise VirtualFault(TS, (tss_sel & ~3) + ext)
-            new_esp = self.mem.read_u32(tss_base + at, user=False)
-            new_ss = self.mem.read_u16(tss_base + at + 4, user=False)
+            new_ss, new_esp = self.inner_stack(new_cpl, ext)
             ssd = self.descriptor(new_ss, (new_ss & ~3) + ext) if new_ss & ~3 else None
             if ssd is None or (new_ss & 3) != new_cpl or ssd.dpl != new_cpl or not ssd.writable:
                 raise VirtualFault(TS, (new_ss & ~3) + ext)
@@ -482,7 +495,7 @@ class TrapAndEmulate(VMM):
     def op_sti(self, insn, err):
         if self.v.cpl > self.v.iopl:
             raise VirtualFault(GP, 0)
-        was = self.v.vif
+        was = self.get_vif()
         self.set_vif(True)
         self.advance(insn)
         if not was:
@@ -903,10 +916,10 @@ class TrapAndEmulate(VMM):
         v = self.v
         if cpl == 0:
             v.iopl = (flags >> 12) & 3
-        vif = bool(flags & F_IF) if cpl <= v.iopl else v.vif
+        vif = bool(flags & F_IF) if cpl <= v.iopl else self.get_vif()
         keep = 0x2 | (flags & 0x254FD5 & ~(F_IOPL | F_IF | F_VM))
-        self.cpu.reg_write("eflags", keep | (F_IF if vif else 0))
-        v.vif = vif
+        self.cpu.reg_write("eflags", keep | (self.cpu.reg_read("eflags") & F_IF))
+        self.set_vif(vif)
 
     def op_int(self, insn, err):
         """INT n: the real IDT is empty, so it faults; deliver it through the guest's."""
