@@ -134,6 +134,9 @@ cdef class CPU:
     cdef int fetch8(self) except -1
     @cython.locals(first=cython.uint, second=cython.uint, v=cython.uint, n=cython.int, i=cython.int)
     cdef int64_t lin_read_split(self, unsigned int lin, int size) except -1
+    cdef int64_t lin_read_rmw(self, unsigned int lin, int size) except -1
+    cdef int exec_load_far_pointer(self, int seg) except -1
+    cdef int probe_write(self, unsigned int lin, int size) except -1
     @cython.locals(first=cython.uint, second=cython.uint, n=cython.int, i=cython.int)
     cdef int lin_write_split(self, unsigned int lin, int size, unsigned int value) except -1
     @cython.locals(user=cython.bint)

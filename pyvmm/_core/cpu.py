@@ -693,6 +693,23 @@ class CPU:
             return self.phys_write(self.translate(lin, True), size, value)
         return self.lin_write_split(lin, size, value)
 
+    def lin_read_rmw(self, lin, size):
+        """The read of a read-modify-write instruction: a read (a fault here is a read's,
+        W=0, as QEMU reports it), then a check that the page may be written, so that a
+        read-only page faults before anything (the flags included) changes, as SDM 6.5
+        requires of a fault."""
+        v: int64_t = self.lin_read(lin, size)
+        self.probe_write(lin, size)
+        return v
+
+    def probe_write(self, lin, size):
+        """Translate for writing without writing: the write that follows cannot fault."""
+        if self.paging:
+            self.translate(lin, True)
+            if (lin & 0xFFF) > 4096 - size:
+                self.translate((lin + size - 1) & PAGE_FRAME, True)
+        return 0
+
     def lin_read_split(self, lin, size):
         """An access that crosses into the next page: both pages are translated (and may
         fault) before anything is read."""
@@ -1261,7 +1278,7 @@ class CPU:
                         self.set_reg(size, self.cur.rm, v)
                 else:
                     lin = self.seg_check(self.cur.ea_seg, self.ea(), size, aop != 7)
-                    a = self.lin_read(lin, size)
+                    a = self.lin_read_rmw(lin, size) if aop != 7 else self.lin_read(lin, size)
                     v = self.alu(aop, a, b, size)
                     if aop != 7:
                         self.lin_write(lin, size, v)
@@ -1289,7 +1306,7 @@ class CPU:
                     self.set_reg(size, self.cur.rm, v)
             else:
                 lin = self.seg_check(self.cur.ea_seg, self.ea(), size, aop != 7)
-                v = self.alu(aop, self.lin_read(lin, size), b, size)
+                v = self.alu(aop, (self.lin_read_rmw(lin, size) if aop != 7 else self.lin_read(lin, size)), b, size)
                 if aop != 7:
                     self.lin_write(lin, size, v)
         elif op in (0x84, 0x85):                        # TEST r/m, r
@@ -1384,7 +1401,7 @@ class CPU:
                 self.set_reg(1, self.cur.rm, self.incdec(self.get_reg(1, self.cur.rm), 1, self.cur.reg == 1))
             else:
                 lin = self.seg_check(self.cur.ea_seg, self.ea(), 1, True)
-                self.lin_write(lin, 1, self.incdec(self.lin_read(lin, 1), 1, self.cur.reg == 1))
+                self.lin_write(lin, 1, self.incdec(self.lin_read_rmw(lin, 1), 1, self.cur.reg == 1))
         elif op == 0xFF:
             self.exec_group5()
         elif op == 0x86 or op == 0x87:                  # XCHG r/m, r
@@ -1395,7 +1412,7 @@ class CPU:
                 self.set_reg(size, self.cur.reg, a)
             else:
                 lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
-                a = self.lin_read(lin, size)
+                a = self.lin_read_rmw(lin, size)
                 self.lin_write(lin, size, self.get_reg(size, self.cur.reg))
                 self.set_reg(size, self.cur.reg, a)
         elif op in (0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97):
@@ -1531,6 +1548,8 @@ class CPU:
                 self.fault(UD, -1)
             # To a register: zero-extended to the operand size; to memory: always 16 bits.
             self.write_rm(osz if self.cur.mod == 3 else 2, self.seg_sel[self.cur.reg])
+        elif op == 0xC4 or op == 0xC5:                  # LES / LDS
+            self.exec_load_far_pointer(ES if op == 0xC4 else DS)
         elif op == 0x8E:                                # MOV Sreg, Ew
             if self.cur.reg > 5 or self.cur.reg == CS:
                 self.fault(UD, -1)
@@ -1610,6 +1629,8 @@ class CPU:
                                  | ((v & 0xFF) << 24)) & MASK32
         elif op == 0x1F:                                # multi-byte NOP: decodes, does nothing
             pass
+        elif op == 0xB2 or op == 0xB4 or op == 0xB5:    # LSS / LFS / LGS
+            self.exec_load_far_pointer(SS if op == 0xB2 else (FS if op == 0xB4 else GS))
         elif op == 0xA2:
             if self.guest_mode:
                 self.vm_exit(VMX_CPUID, 0, self.cur.len)
@@ -1716,7 +1737,7 @@ class CPU:
             dest = self.get_reg(size, self.cur.rm)
         else:
             lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
-            dest = self.lin_read(lin, size)
+            dest = self.lin_read_rmw(lin, size)
         self.alu(7, acc, dest, size)
         if acc == dest:
             if self.cur.mod == 3:
@@ -1741,7 +1762,7 @@ class CPU:
             self.set_reg(size, self.cur.rm, r)
         else:
             lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
-            dest = self.lin_read(lin, size)
+            dest = self.lin_read_rmw(lin, size)
             r = self.alu(0, dest, src, size)
             self.lin_write(lin, size, r)
             self.set_reg(size, self.cur.reg, dest)
@@ -1749,8 +1770,8 @@ class CPU:
 
     def exec_cmpxchg8b(self):
         lin: cython.uint = self.seg_check(self.cur.ea_seg, self.ea(), 8, True)
-        lo: cython.uint = self.lin_read(lin, 4)
-        hi: cython.uint = self.lin_read((lin + 4) & MASK32, 4)
+        lo: cython.uint = self.lin_read_rmw(lin, 4)
+        hi: cython.uint = self.lin_read_rmw((lin + 4) & MASK32, 4)
         self.materialize()
         if lo == self.regs[0] and hi == self.regs[2]:
             self.lin_write(lin, 4, self.regs[3])
@@ -1776,6 +1797,8 @@ class CPU:
             v = self.lin_read(lin, size)
         if count == 0:
             return 0                    # no flags change, nothing is written
+        if self.cur.mod != 3:
+            self.probe_write(lin, size)     # a fault leaves the flags as they were
         v = self.shift(self.cur.reg, v, count, size)
         if self.cur.mod == 3:
             self.set_reg(size, self.cur.rm, v)
@@ -1861,6 +1884,8 @@ class CPU:
             dest = self.lin_read(lin, size)
         if count == 0:
             return 0
+        if self.cur.mod != 3:
+            self.probe_write(lin, size)
         if right:
             wide = (cython.cast(cython.ulonglong, src) << bits) | dest
             r = (wide >> count) & m
@@ -1898,7 +1923,7 @@ class CPU:
             if self.cur.adsize == 2:
                 off &= 0xFFFF
             lin = self.seg_check(self.cur.ea_seg, off, size, op != 0)
-            v = self.lin_read(lin, size)
+            v = self.lin_read_rmw(lin, size) if op != 0 else self.lin_read(lin, size)
         self.materialize()
         self.eflags = (self.eflags & ~F_CF) | ((v >> bit) & 1)
         if op == 0:
@@ -1965,7 +1990,7 @@ class CPU:
             v = self.get_reg(size, self.cur.rm)
         else:
             lin = self.seg_check(self.cur.ea_seg, self.ea(), size, True)
-            v = self.lin_read(lin, size)
+            v = self.lin_read_rmw(lin, size)
         if op == 2:                                     # NOT: no flags
             v = ~v & size_mask(size)
         else:                                           # NEG = 0 - v; CF = (v != 0)
@@ -2069,7 +2094,7 @@ class CPU:
                 self.set_reg(osz, self.cur.rm, self.incdec(self.get_reg(osz, self.cur.rm), osz, op == 1))
             else:
                 lin = self.seg_check(self.cur.ea_seg, self.ea(), osz, True)
-                self.lin_write(lin, osz, self.incdec(self.lin_read(lin, osz), osz, op == 1))
+                self.lin_write(lin, osz, self.incdec(self.lin_read_rmw(lin, osz), osz, op == 1))
         elif op == 2:                                   # CALL near r/m
             v = self.read_rm(osz)
             lin = self.eip
@@ -2684,6 +2709,19 @@ class CPU:
                 self.flush_decode_cache()
             self.code32 = False
             self.cs_flat = False
+        return 0
+
+    def exec_load_far_pointer(self, seg):
+        """LDS/LES/LFS/LGS/LSS r, m16:16 or m16:32: the offset, then the selector above it.
+        The segment is loaded (with all its checks) before the register is written, so a
+        fault changes neither."""
+        osz: cython.int = self.cur.opsize
+        off: cython.uint = self.ea()
+        v: cython.uint = self.read(self.cur.ea_seg, off, osz)
+        nxt: cython.uint = (off + osz) & (MASK32 if self.cur.adsize == 4 else 0xFFFF)
+        sel: cython.uint = self.read(self.cur.ea_seg, nxt, 2)
+        self.load_data_seg(seg, sel)
+        self.set_reg(osz, self.cur.reg, v)
         return 0
 
     def load_data_seg(self, seg, sel):
