@@ -3,14 +3,16 @@ core) and the same machine (`pyvmm.machine.PC`).
 
     emulate   no VMM: the guest owns the machine at ring 0 (the baseline)
     trap      trap-and-emulate: the guest kernel deprivileged to ring 1 (trap.py)
+    pv        paravirtualization in the style of Xen: hypercalls (paravirt.py, docs/hypercall-abi.md)
     hw        hardware assist in the style of VT-x: guest mode and VM exits (hardware_assist.py)
 """
 from .base import VMM, Emulate
 from .faults import VMMUnsupported
 from .hardware_assist import HardwareAssist
+from .paravirt import Paravirtual
 from .trap import TrapAndEmulate
 
-MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "hw": HardwareAssist}
+MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "pv": Paravirtual, "hw": HardwareAssist}
 
 
 def create(mode, pc):

@@ -12,13 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_compare_runs_every_mode_on_the_same_guest():
     runs = compare(guests_build.build("interrupts", "O2"))
-    assert [r.mode for r in runs] == ["emulate", "trap", "hw"]
-    emulate, trap, hw = runs
+    assert [r.mode for r in runs] == ["emulate", "trap", "pv", "hw"]
+    emulate, trap, pv, hw = runs
     assert emulate.vmm_entries == 0 and emulate.slowdown == 1.0
     assert trap.output_matches and trap.instructions == emulate.instructions
     assert trap.vmm_entries == sum(trap.exits.values()) > 0
     assert trap.exits["interrupt (injected)"] > 0
     assert hw.output_matches and hw.instructions == emulate.instructions
+    assert pv.output_matches and pv.exits == trap.exits   # no hypercalls: trapped as under trap
     assert hw.exits["interrupt injection (VM entry)"] == trap.exits["interrupt (injected)"]
 
 
@@ -27,6 +28,6 @@ def test_compare_json_from_the_command_line():
                        capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert [row["mode"] for row in rows] == ["emulate", "trap", "hw"]
+    assert [row["mode"] for row in rows] == ["emulate", "trap", "pv", "hw"]
     assert all(row["output_matches"] and row["outcome"] == "exit" for row in rows)
     assert rows[1]["exits"]["out"] > 0
