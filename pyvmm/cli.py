@@ -84,9 +84,10 @@ def cmd_run(args):
     else:
         from . import CPU as cpu_class
     try:
+        from .vmm import hypervisor_memory
         pc = PC(memory=memory, console_input=sys.stdin.buffer if not sys.stdin.isatty() else None,
                 cpu_class=cpu_class, disks=args.disk or (), snapshot=args.snapshot,
-                realtime=args.realtime)
+                realtime=args.realtime, hypervisor_memory=hypervisor_memory(args.mode))
     except ValueError as e:
         raise UsageError(str(e)) from None
     except OSError as e:

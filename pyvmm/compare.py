@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .machine import PC
-from .vmm import MODES, VMMUnsupported, create
+from .vmm import MODES, VMMUnsupported, create, hypervisor_memory
 
 
 @dataclass
@@ -28,13 +28,14 @@ class ModeRun:
 
 def run_mode(elf, mode, cmdline="", memory=128 << 20, budget=None, disks=()):
     out = io.BytesIO()
-    pc = PC(memory=memory, console=out, debugcon=io.BytesIO(), disks=disks, snapshot=True)
+    pc = PC(memory=memory, console=out, debugcon=io.BytesIO(), disks=disks, snapshot=True,
+            hypervisor_memory=hypervisor_memory(mode))
     pc.boot_multiboot(str(elf), cmdline)
-    t0 = time.perf_counter()
     try:
         vmm = create(mode, pc)
     except VMMUnsupported as e:
         return ModeRun(mode, "refused", -1, 0, 0.0, message=str(e)), b""
+    t0 = time.perf_counter()                 # the run itself, not setting the machine up
     result = pc.run(budget)
     wall = time.perf_counter() - t0
     stats = vmm.stats

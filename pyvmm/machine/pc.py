@@ -62,11 +62,15 @@ class RunResult:
 
 class PC:
     def __init__(self, memory=DEFAULT_MEMORY, console=None, console_input=None, debugcon=None,
-                 cpu_class=CPU, disks=(), snapshot=False, realtime=False):
+                 cpu_class=CPU, disks=(), snapshot=False, realtime=False, hypervisor_memory=None):
         if memory < (2 << 20) or memory % 4096:
             raise ValueError("guest memory must be at least 2 MiB and a multiple of 4 KiB")
         self.memory_size = memory
         self.cpu = cpu_class()
+        if hypervisor_memory is not None:
+            # (base, size) for a software VMM's own memory, mapped first: mapping it after
+            # the guest's RAM would copy all of that RAM once more
+            self.cpu.mem_map(*hypervisor_memory)
         self.cpu.mem_map(0, memory)
         # Guest time for every device: the instruction count, or the host's clock.
         self.clock = (HostClock if realtime else InstructionClock)(self.cpu)

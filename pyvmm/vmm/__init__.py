@@ -15,6 +15,12 @@ from .trap import TrapAndEmulate
 MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "pv": Paravirtual, "hw": HardwareAssist}
 
 
+def hypervisor_memory(mode):
+    """The (base, size) of memory the machine should give the VMM of `mode`, or None."""
+    from .trap import VMM_BASE, VMM_SIZE
+    return (VMM_BASE, VMM_SIZE) if mode in ("trap", "pv") else None
+
+
 def create(mode, pc):
     """The VMM for `mode` on machine `pc`, attached to the guest the loader has set up."""
     try:
@@ -27,4 +33,4 @@ def create(mode, pc):
     return vmm
 
 
-__all__ = ["MODES", "VMM", "VMMUnsupported", "create"]
+__all__ = ["MODES", "VMM", "VMMUnsupported", "create", "hypervisor_memory"]

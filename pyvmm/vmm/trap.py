@@ -98,7 +98,8 @@ class TrapAndEmulate(VMM):
         if not cpu.reg_read("cr0") & 1:
             raise VMMUnsupported("trap mode runs protected-mode guests (Multiboot kernels); "
                                  "this one starts in real mode")
-        cpu.mem_map(VMM_BASE, VMM_SIZE)
+        if not cpu.mem.is_mapped(VMM_BASE):
+            cpu.mem_map(VMM_BASE, VMM_SIZE)     # (cheaper if the PC was made with it)
         v.cr0, v.cr3, v.cr4 = cpu.cr0, cpu.cr3, cpu.cr4
         v.gdtr = (cpu.gdtr_base, cpu.gdtr_limit)
         v.idtr = (cpu.idtr_base, cpu.idtr_limit)

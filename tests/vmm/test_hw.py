@@ -7,7 +7,7 @@ import pytest
 from pyvmm import CPU, ExitReason
 from pyvmm._core.exits import VMControl, VMExitReason
 from pyvmm.machine import PC
-from pyvmm.vmm import create
+from pyvmm.vmm import create, hypervisor_memory
 from tests.asm import assemble
 from tests.guest_build import guests_build
 from tests.vmm.test_trap import machine
@@ -15,7 +15,7 @@ from tests.vmm.test_trap import machine
 
 def boot(name, mode):
     out = io.BytesIO()
-    pc = PC(console=out, debugcon=io.BytesIO())
+    pc = PC(console=out, debugcon=io.BytesIO(), hypervisor_memory=hypervisor_memory(mode))
     pc.boot_multiboot(str(guests_build.build(name, "O2")))
     vmm = create(mode, pc)
     return out, pc.run(200_000_000), vmm

@@ -7,7 +7,7 @@ import pytest
 
 from pyvmm.machine import PC
 from pyvmm.machine.multiboot import GDT, GDT_ADDRESS
-from pyvmm.vmm import create
+from pyvmm.vmm import create, hypervisor_memory
 from tests.asm import assemble
 from tests.guest_build import guests_build
 
@@ -16,7 +16,7 @@ BASE = 0x100000
 
 def boot(name, mode):
     out = io.BytesIO()
-    pc = PC(console=out, debugcon=io.BytesIO())
+    pc = PC(console=out, debugcon=io.BytesIO(), hypervisor_memory=hypervisor_memory(mode))
     pc.boot_multiboot(str(guests_build.build(name, "O2")))
     vmm = create(mode, pc)
     result = pc.run(200_000_000)
