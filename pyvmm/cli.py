@@ -200,9 +200,10 @@ def main(argv=None):
     run.add_argument("--max-instructions", type=int, metavar="N", help="stop after N instructions")
     run.add_argument("--cmdline", default="", metavar="STR", help="the kernel command line (Multiboot)")
     run.add_argument("--memory", default="128M", metavar="SIZE", help="guest RAM (default 128M, as QEMU)")
-    run.add_argument("--mode", choices=("emulate", "trap", "pv", "hw"), default="emulate",
+    run.add_argument("--mode", choices=("emulate", "trap", "bt", "pv", "hw"), default="emulate",
                      help="how the guest is run: emulate (no VMM, the baseline) or under a VMM: "
                           "trap (trap-and-emulate, the guest kernel at ring 1), "
+                          "bt (binary translation of the guest kernel's code), "
                           "pv (paravirtual: hypercalls, docs/hypercall-abi.md; other kernels "
                           "are trapped and emulated), "
                           "hw (hardware assist: VT-x-style guest mode and VM exits)")
@@ -217,7 +218,7 @@ def main(argv=None):
     run.set_defaults(func=cmd_run)
     cmp = sub.add_parser("compare", help="run a guest under every mode and compare")
     cmp.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
-    cmp.add_argument("--mode", action="append", choices=("trap", "pv", "hw"),
+    cmp.add_argument("--mode", action="append", choices=("trap", "bt", "pv", "hw"),
                      help="only this mode (again for more) besides emulate")
     cmp.add_argument("--opt", choices=("O0", "O2"), default="O2")
     cmp.add_argument("--cmdline", default="", metavar="STR")

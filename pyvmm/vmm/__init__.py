@@ -3,22 +3,25 @@ core) and the same machine (`pyvmm.machine.PC`).
 
     emulate   no VMM: the guest owns the machine at ring 0 (the baseline)
     trap      trap-and-emulate: the guest kernel deprivileged to ring 1 (trap.py)
+    bt        binary translation in the style of VMware (binary_translation.py, binary_translator.py)
     pv        paravirtualization in the style of Xen: hypercalls (paravirt.py, docs/hypercall-abi.md)
     hw        hardware assist in the style of VT-x: guest mode and VM exits (hardware_assist.py)
 """
 from .base import VMM, Emulate
 from .faults import VMMUnsupported
+from .binary_translation import BinaryTranslation
 from .hardware_assist import HardwareAssist
 from .paravirt import Paravirtual
 from .trap import TrapAndEmulate
 
-MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "pv": Paravirtual, "hw": HardwareAssist}
+MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "bt": BinaryTranslation, "pv": Paravirtual,
+         "hw": HardwareAssist}
 
 
 def hypervisor_memory(mode):
     """The (base, size) of memory the machine should give the VMM of `mode`, or None."""
     from .trap import VMM_BASE, VMM_SIZE
-    return (VMM_BASE, VMM_SIZE) if mode in ("trap", "pv") else None
+    return (VMM_BASE, VMM_SIZE) if mode in ("trap", "bt", "pv") else None
 
 
 def create(mode, pc):

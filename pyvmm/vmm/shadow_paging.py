@@ -28,7 +28,8 @@ PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D = 0x1, 0x2, 0x4, 0x20, 0x40
 
 
 class ShadowPageTables:
-    def __init__(self, cpu, guest_memory, vmm_base, vmm_size, first_free_page, stats):
+    def __init__(self, cpu, guest_memory, vmm_base, vmm_size, first_free_page, stats,
+                 pool_end=None):
         self.cpu = cpu
         self.mem = guest_memory
         self.stats = stats
@@ -36,7 +37,11 @@ class ShadowPageTables:
         self.vmm_pt = vmm_base + (first_free_page << 12)         # maps the VMM's 4 MiB
         self.pd = self.vmm_pt + 0x1000                             # the shadow directory
         self.pool_start = self.pd + 0x1000
-        self.pool_end = vmm_base + vmm_size
+        self.pool_end = pool_end or vmm_base + vmm_size
+        # guest-physical pages kept read-only in the shadow whatever the guest allows (a
+        # binary translator's code pages): a write calls on_protected_write(page) first
+        self.protected = set()
+        self.on_protected_write = None
         # the VMM's region, mapped supervisor read/write at the top of every shadow
         vmm_pages = vmm_size >> 12
         cpu.mem_write(self.vmm_pt, struct.pack(f"<{vmm_pages}I", *(
@@ -72,6 +77,36 @@ class ShadowPageTables:
             self.cpu.mem_write(table + ((lin >> 12) & 0x3FF) * 4, b"\0\0\0\0")
         self.cpu.reg_write("cr3", self.cpu.cr3)
 
+    def physical_mode_fault(self, lin, write):
+        """The guest has paging off, but the hardware keeps it on (so that pages can be
+        protected): guest-linear is guest-physical, every page readable and writable."""
+        page = lin & 0xFFFFF000
+        if (lin >> 22) == (self.vmm_base >> 22):
+            from .faults import VMMUnsupported
+            raise VMMUnsupported(f"the guest reached {lin:#010x}, inside the VMM's 4 MiB")
+        if not self.mem._phys_ok(page, 0x1000):
+            self.mem.read_phys(page, 0x1000)             # raises GuestPhysicalError
+        shadow = self.apply_protection(page, page | PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D, write)
+        table = self._table_for(lin >> 22)
+        self.cpu.mem_write(table + ((lin >> 12) & 0x3FF) * 4, struct.pack("<I", shadow))
+        self.cpu.reg_write("cr3", self.cpu.cr3)
+        self.hidden_faults += 1
+        return None
+
+    def apply_protection(self, page, shadow, write):
+        if page >> 12 in self.protected and shadow & PTE_RW:
+            if write and self.on_protected_write is not None:
+                self.on_protected_write(page >> 12)       # (it unprotects the page)
+            if page >> 12 in self.protected:
+                shadow &= ~PTE_RW
+        return shadow
+
+    def protect(self, frame):
+        """Keep guest-physical page `frame` read-only from now on."""
+        if frame not in self.protected:
+            self.protected.add(frame)
+            self.flush()                # drop any writable mapping of it
+
     def _table_for(self, index):
         table = self.tables.get(index)
         if table is None:
@@ -96,6 +131,8 @@ class ShadowPageTables:
         write = bool(error_code & 2)
         mem, v = self.mem, self.mem.vcpu
         guest_error = (2 if write else 0) | (4 if user else 0)
+        if not v.cr0 & 0x80000000:
+            return self.physical_mode_fault(lin, write)
         found = mem.walk(lin)
         if found is None:
             self.true_faults += 1
@@ -127,6 +164,7 @@ class ShadowPageTables:
             # CR0.WP=0 lets the guest kernel write a read-only page: writable in the
             # shadow, but then supervisor-only (a user access refaults and restores it)
             shadow = (shadow | PTE_RW | PTE_D) & ~PTE_US
+        shadow = self.apply_protection(page, shadow, write)
         table = self._table_for(lin >> 22)
         self.cpu.mem_write(table + ((lin >> 12) & 0x3FF) * 4, struct.pack("<I", shadow))
         self.cpu.reg_write("cr3", self.cpu.cr3)     # the hardware TLB may hold the old entry

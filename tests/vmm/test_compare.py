@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_compare_runs_every_mode_on_the_same_guest():
     runs = compare(guests_build.build("interrupts", "O2"))
-    assert [r.mode for r in runs] == ["emulate", "trap", "pv", "hw"]
-    emulate, trap, pv, hw = runs
+    assert [r.mode for r in runs] == ["emulate", "trap", "bt", "pv", "hw"]
+    emulate, trap, bt, pv, hw = runs
+    assert bt.output_matches and bt.exits["bt: chain"] > 0
     assert emulate.vmm_entries == 0 and emulate.slowdown == 1.0
     assert trap.output_matches and trap.instructions == emulate.instructions
     assert trap.vmm_entries == sum(trap.exits.values()) > 0
@@ -28,6 +29,6 @@ def test_compare_json_from_the_command_line():
                        capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert [row["mode"] for row in rows] == ["emulate", "trap", "pv", "hw"]
+    assert [row["mode"] for row in rows] == ["emulate", "trap", "bt", "pv", "hw"]
     assert all(row["output_matches"] and row["outcome"] == "exit" for row in rows)
     assert rows[1]["exits"]["out"] > 0

@@ -1,0 +1,83 @@
+"""Binary translation (`--mode bt`): the guest kernel runs from the translation cache;
+the same output as on the bare machine, CLI/STI/PUSHF/POPF without exits, the sensitive
+instructions fixed, self-modifying code noticed, the cache out of the guest's reach."""
+import io
+
+import pytest
+
+from pyvmm.vmm import create
+from tests.vmm.test_trap import boot, machine
+
+
+@pytest.mark.parametrize("name", ["hello", "exceptions", "interrupts", "paging", "usermode",
+                                  "nanobench"])
+def test_guest_runs_identically_from_the_translation_cache(name):
+    bare, bare_result, _ = boot(name, "emulate")
+    out, result, vmm = boot(name, "bt")
+    assert out == bare
+    assert (result.reason, result.status) == (bare_result.reason, bare_result.status)
+    assert vmm.tc.blocks and vmm.stats.count["bt: chain"] > 0
+
+
+def test_popek_goldberg_probes_all_pass_under_binary_translation():
+    out, result, vmm = boot("popek-goldberg", "bt")
+    assert b"24 checks, 0 failed" in out
+
+
+def test_cli_sti_pushf_popf_run_inline_without_exits():
+    out, result, vmm = boot("nanobench", "bt")
+    bracket = next(b for b in vmm.brackets if b.name == "cli/sti")
+    # only the opening marker's OUT (and, once, the translation of the loop)
+    assert set(bracket.exits) <= {"bt: out", "bt: translate", "bt: chain", "page fault (hidden)"}
+    assert bracket.total_exits < 10 and bracket.iterations == 1000
+
+
+def run_bt(source, budget=1_000_000):
+    pc = machine(source)
+    vmm = create("bt", pc)
+    return pc, vmm, pc.run(budget)
+
+
+def test_self_modifying_code_is_retranslated():
+    pc, vmm, result = run_bt("""
+        mov ecx, 2
+    again:
+        call patched
+        add ebx, eax
+        mov byte ptr [patched + 1], 7   /* mov eax, 5 -> mov eax, 7 */
+        loop again
+        mov eax, ebx
+        out 0xF4, al
+    patched:
+        mov eax, 5
+        ret
+    """)
+    assert result.reason == "exit" and result.status == ((5 + 7) << 1 | 1) & 0xFF
+    assert vmm.stats.count["bt: code changed, translations dropped"] >= 1
+
+
+def test_the_translation_cache_is_out_of_the_guests_reach():
+    # the guest reads where its translations live: a #GP (its segments stop below the
+    # VMM), which its handler reports
+    pc, vmm, result = run_bt("""
+        mov eax, offset handler
+        mov word ptr [idt + 13 * 8], ax
+        mov word ptr [idt + 13 * 8 + 2], 0x08
+        mov word ptr [idt + 13 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 13 * 8 + 6], ax
+        lidt [idtr]
+        mov eax, [0xFFE01000]
+        mov al, 1
+        out 0xF4, al
+    handler:
+        mov al, 13
+        out 0xF4, al
+        .align 4
+    idtr: .word 14 * 8 - 1
+          .long idt
+    idt: .rept 14
+         .quad 0
+         .endr
+    """)
+    assert result.reason == "exit" and result.status == (13 << 1) | 1
