@@ -176,6 +176,40 @@ def cmd_compare(args):
     return 0
 
 
+def cmd_bt_show(args):
+    """Run a guest under binary translation, then show its translated blocks beside the
+    guest code they came from."""
+    import capstone
+
+    from .machine import PC
+    from .vmm import create, hypervisor_memory
+    elf = resolve_guest(args.guest, args.opt)
+    pc = PC(console=open(os.devnull, "wb"), debugcon=open(os.devnull, "wb"),
+            hypervisor_memory=hypervisor_memory("bt"))
+    pc.boot_multiboot(str(elf), args.cmdline)
+    vmm = create("bt", pc)
+    result = pc.run(args.max_instructions)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    blocks = vmm.blocks()
+    if args.address is not None:
+        blocks = [b for b in blocks if b.guest_eip <= args.address < b.guest_eip + len(b.guest_code) + 1]
+    shown = blocks[:args.blocks]
+    print(f"{args.guest}: {len(vmm.tc.blocks)} blocks in the translation cache "
+          f"({vmm.tc.top - vmm.tc.start:,} bytes) after {result.instructions:,} instructions; "
+          f"showing {len(shown)}")
+    for b in shown:
+        print(f"\nblock {b.guest_eip:#010x} -> {b.tc:#010x}")
+        for geip, gbytes, tc_addr, tbytes in b.listing:
+            guest = next((f"{i.mnemonic} {i.op_str}".strip() for i in md.disasm(gbytes, geip or 0, 1)),
+                         "(next block)" if geip is None else "(undecodable)")
+            left = f"  {geip:#010x}  {guest}" if geip is not None else f"  {'':10}  {guest}"
+            lines = [f"{i.address:#010x}  {i.mnemonic} {i.op_str}".rstrip()
+                     for i in md.disasm(bytes(pc.cpu.mem_read(tc_addr, len(tbytes))), tc_addr)]
+            for n, line in enumerate(lines or ["(nothing)"]):
+                print(f"{left if n == 0 else '':<48} | {line}")
+    return 0
+
+
 def cmd_guests(args):
     tools = _builder()
     for name in tools["guest_names"]():
@@ -227,6 +261,16 @@ def main(argv=None):
     cmp.add_argument("--max-instructions", type=int, metavar="N", help="budget for each run")
     cmp.add_argument("--json", action="store_true", help="results as JSON")
     cmp.set_defaults(func=cmd_compare)
+    bts = sub.add_parser("bt-show", help="show a guest's code beside its binary translation")
+    bts.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
+    bts.add_argument("--blocks", type=int, default=8, metavar="N", help="how many blocks (8)")
+    bts.add_argument("--address", type=lambda v: int(v, 0), metavar="EIP",
+                     help="only the blocks holding this guest address")
+    bts.add_argument("--max-instructions", type=int, default=None, metavar="N",
+                     help="stop the guest after N instructions (default: run it to the end)")
+    bts.add_argument("--opt", choices=("O0", "O2"), default="O2")
+    bts.add_argument("--cmdline", default="", metavar="STR")
+    bts.set_defaults(func=cmd_bt_show)
     guests = sub.add_parser("guests", help="list the bundled guests")
     guests.set_defaults(func=cmd_guests)
     args = parser.parse_args(argv)

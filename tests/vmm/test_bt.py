@@ -81,3 +81,19 @@ def test_the_translation_cache_is_out_of_the_guests_reach():
          .endr
     """)
     assert result.reason == "exit" and result.status == (13 << 1) | 1
+
+
+def test_bt_show_prints_guest_code_beside_its_translation():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "pyvmm", "bt-show", "template", "--blocks", "2"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "blocks in the translation cache" in lines[0] and "showing 2" in lines[0]
+    # the kernel's first instruction, CLI, became a store to the virtual CPU through GS
+    first = next(line for line in lines if " cli " in line or line.rstrip().endswith("cli") or "  cli" in line)
+    assert "mov byte ptr gs:[" in first
+    assert any("(next block)" in line or "jmp 0xffe" in line for line in lines)
