@@ -19,7 +19,8 @@ int kmain(uint32_t magic, struct multiboot_info *info);
 /* exit.c: end the machine with status (code << 1) | 1 (QEMU isa-debug-exit). */
 void exit(int code) __attribute__((noreturn));
 
-/* printf.c (to COM1) */
+/* printf.c (to COM1, or to console_write when a kernel sets it: see printf.c) */
+extern void (*console_write)(const char *s, unsigned int n);
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int vprintf(const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...)

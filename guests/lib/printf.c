@@ -13,13 +13,36 @@
 
 struct out {
     void (*put)(struct out *o, char c);
-    char *buf;                  /* snprintf: where to write */
+    char *buf;                  /* snprintf: where to write; console_write: the pending text */
     size_t size, len;           /* len counts every char, even those that did not fit */
+    size_t fill;                /* console_write: bytes waiting in buf */
 };
+
+/* NULL: printf and puts drive COM1 themselves (serial_putc). A kernel with a console of its
+   own (a hypervisor's, say) sets it: the text then comes in pieces of up to 128 bytes, each
+   '\n' already sent as "\r\n", exactly the bytes serial_putc would have written. */
+void (*console_write)(const char *s, unsigned int n);
 
 static void put_serial(struct out *o, char c)
 {
     serial_putc(c);
+    o->len++;
+}
+
+static void console_byte(struct out *o, char c)
+{
+    if (o->fill == o->size) {
+        console_write(o->buf, o->fill);
+        o->fill = 0;
+    }
+    o->buf[o->fill++] = c;
+}
+
+static void put_console(struct out *o, char c)
+{
+    if (c == '\n')
+        console_byte(o, '\r');
+    console_byte(o, c);
     o->len++;
 }
 
@@ -163,7 +186,15 @@ static void format(struct out *o, const char *fmt, va_list ap)
 
 int vprintf(const char *fmt, va_list ap)
 {
-    struct out o = { put_serial, 0, 0, 0 };
+    if (console_write) {
+        char text[128];
+        struct out o = { put_console, text, sizeof text, 0, 0 };
+        format(&o, fmt, ap);
+        if (o.fill)
+            console_write(text, o.fill);
+        return (int)o.len;
+    }
+    struct out o = { put_serial, 0, 0, 0, 0 };
     format(&o, fmt, ap);
     return (int)o.len;
 }
@@ -179,7 +210,7 @@ int printf(const char *fmt, ...)
 
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
-    struct out o = { put_buf, buf, size, 0 };
+    struct out o = { put_buf, buf, size, 0, 0 };
     format(&o, fmt, ap);
     if (size)
         buf[o.len < size ? o.len : size - 1] = '\0';
@@ -197,6 +228,8 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 
 int puts(const char *s)
 {
+    if (console_write)
+        return printf("%s\n", s) < 0 ? -1 : 0;
     serial_puts(s);
     serial_putc('\n');
     return 0;
