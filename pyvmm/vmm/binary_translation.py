@@ -30,13 +30,14 @@ from .binary_translator import WINDOW_NOP, TranslationCache, Translator
 from .faults import VirtualFault, VMMUnsupported
 from .guest_memory import GuestPhysicalError
 from .shadow_paging import ShadowPageTables
-from .trap import F_IF, MASK32, SHADOW_TABLES_PAGE, VMM_BASE, VMM_SIZE, TrapAndEmulate
+from .trap import F_IF, F_TF, MASK32, SHADOW_TABLES_PAGE, VMM_BASE, VMM_SIZE, TrapAndEmulate
 from .trap import UD as UD_VECTOR
 
 VCPU = 0x200000                         # offsets in the VMM's GS segment (base VMM_BASE)
-VIF, VIOPL, SCRATCH = VCPU, VCPU + 4, VCPU + 8
+VIF, VIOPL, SCRATCH = VCPU, VCPU + 4, VCPU + 8      # (SCRATCH: three dwords)
+RET_TABLE = 0x1C0000                    # 64 Ki dwords: return targets' landing pads
 TC_START, TC_END = VMM_BASE + 0x201000, VMM_BASE + VMM_SIZE
-SHADOW_POOL_END = VMM_BASE + 0x200000
+SHADOW_POOL_END = VMM_BASE + RET_TABLE
 VMM_CS = 0xFFF0 | 1                     # the last two entries of the VMM's 64 KiB GDT
 VMM_GS = 0xFFF8 | 1
 VMM_CS_ATTR = 0xC0B900                  # 32-bit, 4 GiB, DPL 1, execute-only
@@ -49,7 +50,7 @@ class BinaryTranslation(TrapAndEmulate):
     def __init__(self, pc):
         super().__init__(pc)
         self.tc = TranslationCache(self.cpu, TC_START, TC_END)
-        self.translator = Translator(self, self.tc, VIF, VIOPL, SCRATCH)
+        self.translator = Translator(self, self.tc, VIF, VIOPL, SCRATCH, RET_TABLE)
         self.in_tc = False
         self.guest_cs = self.guest_gs = None
         self.armed = False
@@ -71,6 +72,14 @@ class BinaryTranslation(TrapAndEmulate):
                                        self.stats, pool_end=SHADOW_POOL_END)
         self.shadow.on_protected_write = self.protected_write
         self.real_paging_on()
+        self.init_return_table()
+
+    def init_return_table(self):
+        """An empty cache: one stub for returns not seen yet, and every table entry on it."""
+        from .binary_translator import Callout, UD2
+        self.ret_miss = self.tc.put(UD2)
+        self.tc.callouts[self.ret_miss] = Callout("retmiss", 0)
+        self.cpu.mem_write(VMM_BASE + RET_TABLE, struct.pack("<I", self.ret_miss) * (1 << 16))
 
     def build_shadow_gdt(self):
         super().build_shadow_gdt()
@@ -121,9 +130,13 @@ class BinaryTranslation(TrapAndEmulate):
         """Back to the guest's own state at the guest instruction the translation was at
         (the processor must be at a guest instruction boundary, or on a faulting one)."""
         cpu, v = self.cpu, self.v
-        geip, delta, _ = self.tc.map[cpu.eip]
+        geip, delta, _, restore = self.tc.map[cpu.eip]
         if delta:
             cpu.reg_write("esp", (cpu.reg_read("esp") - delta) & MASK32)
+        if restore:                     # an inline sequence had borrowed EAX and ECX
+            eax, ecx = struct.unpack("<II", cpu.mem_read(VMM_BASE + SCRATCH + 4, 8))
+            cpu.reg_write("eax", eax)
+            cpu.reg_write("ecx", ecx)
         v.vif = cpu.mem_read(VMM_BASE + VIF, 1)[0] != 0
         v.iopl = (struct.unpack("<I", cpu.mem_read(VMM_BASE + VIOPL, 4))[0] >> 12) & 3
         cpu.set_segment("cs", *self.guest_cs)
@@ -148,6 +161,11 @@ class BinaryTranslation(TrapAndEmulate):
                 if self.at_boundary():
                     return
                 reason = ExitReason(cpu.run(cpu.icount + 1))
+                if reason == ExitReason.EXCEPTION and cpu.last_exit.vector == UD_VECTOR:
+                    callout = self.tc.callouts.get(cpu.last_exit.eip)
+                    if callout is not None and callout.kind in ("branch", "retmiss"):
+                        self.follow(cpu.last_exit.eip, callout)
+                        continue
                 if reason not in (ExitReason.COUNT, ExitReason.REQUEST):
                     raise VMMUnsupported(f"binary translation: {reason.name} inside an inline "
                                          f"sequence at {cpu.eip:#x}")
@@ -183,6 +201,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def flush_translations(self):
         self.tc.reset()
+        self.init_return_table()
         self.armed = False
         if self.shadow is not None:
             self.shadow.protected.clear()
@@ -233,6 +252,13 @@ class BinaryTranslation(TrapAndEmulate):
                     self.disarm()
                 if v.halted:
                     return ExitReason.HLT
+                if v.cpl == 0 and cpu.reg_read("eflags") & F_TF:
+                    # the kernel single-steps itself: run its own code in place, one
+                    # instruction at a time, as trap-and-emulate does (#DB after each)
+                    r = self.step_in_place(keep_tf=True)
+                    if r is not None:
+                        return r
+                    continue
                 if v.cpl == 0:
                     try:
                         self.to_tc()
@@ -265,23 +291,23 @@ class BinaryTranslation(TrapAndEmulate):
     def exception_in_tc(self, e):
         cpu = self.cpu
         callout = self.tc.callouts.get(e.eip) if e.vector == UD_VECTOR else None
+        if callout is None and e.vector == 1 and e.eip not in self.tc.map:
+            # a single-step trap inside an inline sequence (POPF set TF): finish the
+            # sequence, then the trap belongs to the guest instruction boundary reached
+            cpu.eip = e.eip
+            cpu.reg_write("eflags", cpu.reg_read("eflags") & ~F_TF)
+            self.step_to_boundary()
+            cpu.reg_write("eflags", cpu.reg_read("eflags") | F_TF)
+            self.to_guest()
+            return self.handle_guest_exception(1, -1)
         if callout is None:
             # a copied instruction faulted: the guest's fault, at the guest's address
             cpu.eip = e.eip
             self.to_guest()
             r = self.handle_guest_exception(e.vector, -1 if e.error_code is None else e.error_code)
             return r
-        if callout.kind == "branch":
-            with self.stats_timer("bt: chain"):
-                cs_base = self.guest_cs[1]
-                target = self.tc.entry.get((cs_base + callout.guest_eip) & MASK32)
-                if target is None:
-                    target = self.new_block(callout.guest_eip, cs_base).tc
-                if self.tc.callouts.get(e.eip) is callout:         # (not flushed meanwhile)
-                    cpu.mem_write(callout.patch_at,
-                                  struct.pack("<i", target - (callout.patch_at + 4)))
-                    del self.tc.callouts[e.eip]
-                cpu.eip = target
+        if callout.kind in ("branch", "retmiss"):
+            self.follow(e.eip, callout)
             return None
         if callout.kind == "window":
             with self.stats_timer("bt: interrupt window"):
@@ -293,7 +319,7 @@ class BinaryTranslation(TrapAndEmulate):
             return None
         # "emulate": the guest instruction itself, in the guest's own state
         cpu.eip = e.eip
-        self.tc.map.setdefault(e.eip, (callout.guest_eip, 0, True))
+        self.tc.map.setdefault(e.eip, (callout.guest_eip, 0, True, False))
         self.to_guest()
         insn = self.fetch(cpu.eip)
         label = f"bt: {insn.mnemonic}" if insn is not None else "bt: undecodable"
@@ -326,6 +352,43 @@ class BinaryTranslation(TrapAndEmulate):
             return ExitReason.HLT
         return None
 
+    def follow(self, at, callout):
+        """A branch to code not translated yet (chain it), or a return to an address the
+        return table does not know (give it a landing pad); translated code goes on."""
+        cpu = self.cpu
+        cs_base = self.guest_cs[1]
+        if callout.kind == "branch":
+            with self.stats_timer("bt: chain"):
+                target = self.tc.entry.get((cs_base + callout.guest_eip) & MASK32)
+                if target is None:
+                    target = self.new_block(callout.guest_eip, cs_base).tc
+                if self.tc.callouts.get(at) is callout:             # (not flushed meanwhile)
+                    cpu.mem_write(callout.patch_at,
+                                  struct.pack("<i", target - (callout.patch_at + 4)))
+                    del self.tc.callouts[at]
+                cpu.eip = target
+            return
+        with self.stats_timer("bt: return target"):
+            from .binary_translator import Callout, UD2
+            guest = cpu.reg_read("eax")
+            slot = VMM_BASE + RET_TABLE + (guest & 0xFFFF) * 4
+            code, chain_at, jump_at = self.translator.landing_pad(guest, 0, 0)
+            if not self.tc.room(len(code) + len(UD2)):
+                self.flush_translations()
+                slot = VMM_BASE + RET_TABLE + (guest & 0xFFFF) * 4
+            following = struct.unpack("<I", cpu.mem_read(slot, 4))[0]
+            pad = self.tc.top
+            struct.pack_into("<i", code, chain_at, following - (pad + chain_at + 4))
+            dest = self.tc.entry.get((cs_base + guest) & MASK32)
+            if dest is None:
+                dest = pad + len(code)                              # a stub, chained later
+                self.tc.callouts[dest] = Callout("branch", guest, patch_at=pad + jump_at)
+                code += UD2
+            struct.pack_into("<i", code, jump_at, dest - (pad + jump_at + 4))
+            self.tc.put(bytes(code))
+            cpu.mem_write(slot, struct.pack("<I", pad))
+            cpu.eip = pad
+
     def handle_guest_exception(self, vector, error_code):
         cpu = self.cpu
         try:
@@ -349,7 +412,7 @@ class BinaryTranslation(TrapAndEmulate):
             return ExitReason.HLT
         return None
 
-    def step_in_place(self):
+    def step_in_place(self, keep_tf=False):
         """Run the guest instruction once where it is, as trap-and-emulate would: a
         privileged one traps and is emulated, anything else simply executes."""
         cpu = self.cpu
@@ -358,6 +421,9 @@ class BinaryTranslation(TrapAndEmulate):
         cpu.reg_write("eflags", flags & ~F_IF)
         try:
             reason = ExitReason(cpu.run(cpu.icount + 1))
+            if keep_tf and reason == ExitReason.COUNT and cpu.reg_read("eflags") & F_TF:
+                # the single-step trap comes after the instruction
+                reason = ExitReason(cpu.run(cpu.icount + 1))
         finally:
             cpu.interrupt_exiting = True
             if not self.in_tc:
@@ -370,18 +436,32 @@ class BinaryTranslation(TrapAndEmulate):
         return self.handle(reason)
 
     def step_code_write(self):
-        """The write to a code page, done once with the page writable; then compare."""
+        """The write to a code page, done once with the page writable; then compare. (The
+        step may first need the shadow filled for its own fetch: steps until it is done.)"""
         cpu = self.cpu
         flags = cpu.reg_read("eflags")
         cpu.interrupt_exiting = False
         cpu.reg_write("eflags", flags & ~F_IF)
         try:
-            reason = ExitReason(cpu.run(cpu.icount + 1))
+            for _ in range(8):
+                before = cpu.icount
+                reason = ExitReason(cpu.run(cpu.icount + 1))
+                if reason == ExitReason.EXCEPTION:
+                    e = cpu.last_exit
+                    frame = self.code_write
+                    self.code_write = None
+                    self.on_exception(e.vector, -1 if e.error_code is None else e.error_code,
+                                      e.eip, e.software)
+                    if self.code_write is None:
+                        self.code_write = frame
+                    if cpu.icount == before and e.vector == 14 and self.shadow.hidden_faults:
+                        continue            # a hidden fault on the way: try again
+                    break
+                if cpu.icount > before or reason != ExitReason.COUNT:
+                    break
         finally:
             cpu.interrupt_exiting = True
             cpu.reg_write("eflags", cpu.reg_read("eflags") | (flags & F_IF))
-        if reason == ExitReason.EXCEPTION:
-            self.handle(reason)
         self.after_code_write()
 
     # -- the interrupt window ----------------------------------------------------------------------

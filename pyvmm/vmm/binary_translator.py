@@ -43,6 +43,7 @@ CALLOUT = {
     "lds", "les", "lfs", "lgs", "lss", "ud2", "vmcall", "pushf", "popf", "jcxz",
 }
 INDIRECT = {"ret", "jmp", "call"}       # (when not a direct relative branch)
+RET_TABLE_ENTRIES = 1 << 16             # return targets by their low 16 bits
 JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl",
        "jge", "jle", "jg"}
 LOOPS = {"loop": 0xE2, "loope": 0xE1, "loopne": 0xE0, "jecxz": 0xE3}
@@ -79,7 +80,8 @@ class TranslationCache:
         self.top = self.start
         self.blocks = {}            # linear address of guest code -> Block
         self.by_frame = {}          # guest-physical page -> set of linear addresses
-        self.map = {}               # tc address -> (guest eip, ESP delta, boundary?)
+        self.map = {}               # tc address -> (guest eip, ESP delta, boundary?, restore
+                                    # EAX and ECX from the scratch words?)
         self.callouts = {}          # tc address of a UD2 -> Callout
         self.windows = []           # (tc address of an STI/POPF window NOP, its stub)
         self.entry = {}             # linear address of a guest instruction -> its tc address
@@ -96,9 +98,12 @@ class TranslationCache:
 
 
 class Translator:
-    def __init__(self, vmm, tc, vif, viopl, scratch):
+    def __init__(self, vmm, tc, vif, viopl, scratch, ret_table=None):
         self.vmm = vmm
         self.tc = tc
+        # a table in the VMM's GS segment: for each value of a return address's low 16 bits,
+        # the translation-cache address of a chain of landing pads (ending at the miss stub)
+        self.ret_table = ret_table
         # offsets in the VMM's GS segment of the virtual IF (a byte), the virtual IOPL bits
         # (a dword, IOPL << 12) and a scratch dword for borrowing EAX
         self.vif, self.viopl, self.scratch = vif, viopl, scratch
@@ -143,6 +148,12 @@ class Translator:
                 self.emit_pushf(out, marks, eip)
             elif kind == "popf":
                 self.emit_popf(out, marks, eip, windows, nxt)
+            elif kind == "ret":
+                self.emit_ret(out, marks, eip, insn)
+                ended = True
+            elif kind == "indirect":
+                self.emit_indirect(out, marks, eip, insn, nxt)
+                ended = True
             elif kind == "push cs":
                 out += b"\x68" + struct.pack("<I", virtual_cs)
             elif kind == "jmp":
@@ -215,8 +226,9 @@ class Translator:
             tc.windows.append((base + offset, base + stub))
             tc.callouts[base + stub] = Callout("window", resume_eip, resume=base + offset + 5,
                                                after_sti=after_sti)
-        for offset, geip, delta, boundary in marks:
-            tc.map[base + offset] = (geip, delta, boundary)
+        for mark in marks:
+            offset, geip, delta, boundary = mark[:4]
+            tc.map[base + offset] = (geip, delta, boundary, len(mark) > 4 and mark[4])
             if boundary:
                 tc.entry.setdefault((cs_base + geip) & 0xFFFFFFFF, base + offset)
         block = Block(guest_eip, linear, base, bytes(out), guest_bytes, frames,
@@ -256,6 +268,13 @@ class Translator:
             return "jcc"
         if m in LOOPS and not opsize16 and not addr16:
             return "loop"
+        if m == "ret" and not opsize16 and self.ret_table is not None:
+            return "ret"
+        if m in ("call", "jmp") and not opsize16 and self.ret_table is not None and \
+                insn.insn.opcode[0] == 0xFF and (insn.insn.modrm >> 3) & 7 in (2, 4) and \
+                not (ops[0].type == x86.X86_OP_MEM and ops[0].mem.segment in
+                     (x86.X86_REG_GS, x86.X86_REG_CS)):
+            return "indirect"
         if m in INDIRECT or m in JCC or m in LOOPS or m == "jcxz":
             return "callout"
         if m in ("mov", "push", "pop") and any(
@@ -305,3 +324,51 @@ class Translator:
         windows.append((len(out), nxt, False))
         out += WINDOW_NOP
         out += b"\x9d"                                          # popfd (IF, IOPL untouched)
+
+    # -- RET: an inline lookup of the return target's translation ---------------------------------
+    def emit_ret(self, out, marks, eip, insn):
+        """RET (imm16): pop the guest's return address and jump through the return table to
+        a landing pad that checks it, restores EAX and ECX, and jumps to its translation;
+        every step leaves the flags alone (LEA, MOVZX, JECXZ)."""
+        s_eax, s_ecx = struct.pack("<I", self.scratch + 4), struct.pack("<I", self.scratch + 8)
+        out += GS + b"\xa3" + s_eax                            # mov gs:[s_eax], eax
+        out += GS + b"\x89\x0d" + s_ecx                        # mov gs:[s_ecx], ecx
+        marks.append((len(out), eip, 0, False))                 # (a fault here: nothing done)
+        out += b"\x58"                                          # pop eax: the return address
+        if insn.operands:
+            out += b"\x8d\xa4\x24" + struct.pack("<i", insn.operands[0].imm & 0xFFFF)
+        out += b"\x0f\xb7\xc8"                                  # movzx ecx, ax
+        out += GS + b"\xff\x24\x8d" + struct.pack("<I", self.ret_table)   # jmp gs:[table+ecx*4]
+
+    def emit_indirect(self, out, marks, eip, insn, nxt):
+        """CALL/JMP r/m32: the target read with the instruction's own operand (re-encoded as
+        MOV EAX, r/m32 before anything moves), the guest's return address pushed for a
+        CALL, then the same lookup as RET."""
+        s_eax, s_ecx = struct.pack("<I", self.scratch + 4), struct.pack("<I", self.scratch + 8)
+        raw = insn.bytes
+        at = raw.index(0xFF)                                    # after the prefixes
+        modrm = raw[at + 1]
+        load = raw[:at] + bytes([0x8B, modrm & 0xC7]) + raw[at + 2:]   # mov eax, r/m32
+        out += GS + b"\xa3" + s_eax                            # mov gs:[s_eax], eax
+        out += GS + b"\x89\x0d" + s_ecx                        # mov gs:[s_ecx], ecx
+        marks.append((len(out), eip, 0, False))                 # (a fault here: nothing done)
+        out += load
+        if (modrm >> 3) & 7 == 2:                               # CALL: the guest's return address
+            marks.append((len(out), eip, 0, False, True))       # (a fault: EAX, ECX back)
+            out += b"\x68" + struct.pack("<I", nxt)
+        out += b"\x0f\xb7\xc8"                                  # movzx ecx, ax
+        out += GS + b"\xff\x24\x8d" + struct.pack("<I", self.ret_table)   # jmp gs:[table+ecx*4]
+
+    def landing_pad(self, target, next_pad, destination):
+        """The code that takes a return to guest `target`: (bytes, offset of the rel32 that
+        goes to its translation). `next_pad` is where a different address goes."""
+        s_eax, s_ecx = struct.pack("<I", self.scratch + 4), struct.pack("<I", self.scratch + 8)
+        code = bytearray()
+        code += b"\x8d\x88" + struct.pack("<I", -target & 0xFFFFFFFF)      # lea ecx, [eax - target]
+        code += b"\xe3\x05"                                    # jecxz hit
+        code += b"\xe9" + struct.pack("<I", 0)                  # jmp next pad (patched below)
+        chain_at = len(code) - 4
+        code += GS + b"\x8b\x0d" + s_ecx                        # hit: mov ecx, gs:[s_ecx]
+        code += GS + b"\xa1" + s_eax                            # mov eax, gs:[s_eax]
+        code += b"\xe9" + struct.pack("<I", 0)                  # jmp to the translation
+        return code, chain_at, len(code) - 4

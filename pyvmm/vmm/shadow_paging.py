@@ -102,10 +102,18 @@ class ShadowPageTables:
         return shadow
 
     def protect(self, frame):
-        """Keep guest-physical page `frame` read-only from now on."""
-        if frame not in self.protected:
-            self.protected.add(frame)
-            self.flush()                # drop any writable mapping of it
+        """Keep guest-physical page `frame` read-only from now on (the shadow entries that
+        map it lose their R/W bit)."""
+        if frame in self.protected:
+            return
+        self.protected.add(frame)
+        want = frame << 12
+        for table in self.tables.values():
+            entries = struct.unpack("<1024I", self.cpu.mem_read(table, 4096))
+            for i, e in enumerate(entries):
+                if e & PTE_P and e & PTE_RW and (e & 0xFFFFF000) == want:
+                    self.cpu.mem_write(table + 4 * i, struct.pack("<I", e & ~PTE_RW))
+        self.cpu.reg_write("cr3", self.cpu.cr3)
 
     def _table_for(self, index):
         table = self.tables.get(index)

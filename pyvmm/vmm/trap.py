@@ -258,9 +258,14 @@ class TrapAndEmulate(VMM):
         self.cpu.reg_write(name, value)
 
     def advance(self, insn, count=1):
-        """The emulated instruction is done: step past it, counted as the hardware would."""
-        self.cpu.eip = (self.cpu.eip + insn.length) & MASK32
-        self.cpu.icount += count
+        """The emulated instruction is done: step past it, counted as the hardware would,
+        with the single-step trap it would take if TF is set (SDM 17.3.1.4)."""
+        cpu = self.cpu
+        cpu.eip = (cpu.eip + insn.length) & MASK32
+        cpu.icount += count
+        if cpu.reg_read("eflags") & F_TF:
+            cpu.dr6 |= 0x4000                   # DR6.BS
+            self.reflect(DB, -1, cpu.eip)
 
     def virtual_eflags(self):
         real = self.cpu.reg_read("eflags")

@@ -97,3 +97,48 @@ def test_bt_show_prints_guest_code_beside_its_translation():
     first = next(line for line in lines if " cli " in line or line.rstrip().endswith("cli") or "  cli" in line)
     assert "mov byte ptr gs:[" in first
     assert any("(next block)" in line or "jmp 0xffe" in line for line in lines)
+
+
+def test_selftest_is_identical_under_binary_translation():
+    # every check, the sensitive instructions included (SGDT, PUSH CS, POPF...), and the
+    # self-modifying code group whose buffer shares a page with the stack
+    bare, _, _ = boot("selftest", "emulate")
+    out, result, vmm = boot("selftest", "bt")
+    assert out == bare and b"0 tests aborted" in out
+    assert vmm.stats.count["bt: code changed, translations dropped"] >= 1
+
+
+@pytest.mark.parametrize("body, steps", [("nop", 5), ("sti", 5), ("cli\n sti", 6)])
+@pytest.mark.parametrize("mode", ["emulate", "trap", "bt"])
+def test_single_stepping_the_kernel_counts_every_instruction(mode, body, steps):
+    # TF set by POPF: a #DB after each instruction, emulated ones (CLI, STI) included
+    pc = machine(f"""
+        mov eax, offset handler
+        mov word ptr [idt + 8], ax
+        mov word ptr [idt + 10], 0x08
+        mov word ptr [idt + 12], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 14], ax
+        lidt [idtr]
+        pushfd
+        or dword ptr [esp], 0x100
+        popfd
+        nop
+        {body}
+        pushfd
+        and dword ptr [esp], ~0x100
+        popfd
+        mov eax, [count]
+        out 0xF4, al
+    handler:
+        inc dword ptr [count]
+        iretd
+        .align 4
+    count: .long 0
+    idtr: .word 15
+          .long idt
+    idt: .quad 0, 0
+    """)
+    create(mode, pc)
+    result = pc.run(100_000)
+    assert result.reason == "exit" and result.status >> 1 == steps
