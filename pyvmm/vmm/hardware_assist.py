@@ -140,7 +140,14 @@ class HardwareAssist(VMM):
 
     def exit_cpuid(self):
         cpu = self.cpu
-        eax, ebx, ecx, edx = cpu.cpuid_values(cpu.reg_read("eax"), cpu.reg_read("ecx"))
+        leaf = cpu.reg_read("eax")
+        if leaf == 0x40000000:          # the signature; the highest hypervisor leaf
+            eax, ebx, ecx, edx = (0x40000001,) + tuple(
+                int.from_bytes(SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
+        elif 0x40000001 <= leaf <= 0x4FFFFFFF:
+            eax = ebx = ecx = edx = 0   # ABI version 0: no hypercalls in this mode
+        else:
+            eax, ebx, ecx, edx = cpu.cpuid_values(leaf, cpu.reg_read("ecx"))
         for reg, value in zip(("eax", "ebx", "ecx", "edx"), (eax, ebx, ecx, edx)):
             cpu.reg_write(reg, value)
         self.resume_after()
