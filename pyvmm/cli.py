@@ -158,7 +158,7 @@ def _compiled():
 def cmd_compare(args):
     from rich.console import Console
 
-    from .compare import bracket_table, compare, table, to_json
+    from .compare import bracket_table, compare, plot, table, to_json
     elf = resolve_guest(args.guest, args.opt)
     runs = compare(elf, args.mode or None, cmdline=args.cmdline,
                    budget=args.max_instructions, disks=tuple(args.disk or ()))
@@ -170,6 +170,10 @@ def cmd_compare(args):
         per_op = bracket_table(args.guest, runs)
         if per_op is not None:
             console.print(per_op)
+    if args.plot:
+        plot(args.guest, runs, args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
         for r in runs:
             if r.outcome not in ("exit", "halt"):
                 print(f"{r.mode}: {r.message}")
@@ -260,6 +264,7 @@ def main(argv=None):
                      help="an ATA disk image for every run (never written: --snapshot)")
     cmp.add_argument("--max-instructions", type=int, metavar="N", help="budget for each run")
     cmp.add_argument("--json", action="store_true", help="results as JSON")
+    cmp.add_argument("--plot", metavar="FILE.png", help="also draw the comparison (matplotlib)")
     cmp.set_defaults(func=cmd_compare)
     bts = sub.add_parser("bt-show", help="show a guest's code beside its binary translation")
     bts.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")

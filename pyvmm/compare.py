@@ -108,3 +108,46 @@ def bracket_table(guest, runs):
                          f"{b['exits_per_iteration']:.2f} / {b['us_per_iteration']:.2f}")
         t.add_row(op, *cells)
     return t
+
+
+def plot(guest, runs, path):
+    """Draw the comparison into an image file: the slowdown of each mode, and either the
+    VMM entries per iteration of each benchmark operation (nanobench) or each mode's VMM
+    entries by reason."""
+    import matplotlib
+    matplotlib.use("Agg")                       # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    modes = [r.mode for r in runs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.bar(modes, [max(r.slowdown, 1e-3) for r in runs], color="tab:blue")
+    left.set_yscale("log")
+    left.set_ylabel("wall time / emulate's")
+    left.set_title(f"{guest}: slowdown")
+    ops = [b["op"] for b in runs[0].brackets]
+    if ops:
+        width = 0.8 / len(runs)
+        for k, r in enumerate(runs):
+            values = [next((b["exits_per_iteration"] for b in r.brackets if b["op"] == op), 0)
+                      for op in ops]
+            right.bar([i + k * width for i in range(len(ops))], values, width, label=r.mode)
+        right.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(ops))], ops)
+        right.set_ylabel("VMM entries per iteration")
+        right.set_title("per operation")
+    else:
+        reasons = []
+        for r in runs:
+            for reason in list(r.exits)[:5]:
+                if reason not in reasons:
+                    reasons.append(reason)
+        bottom = [0] * len(runs)
+        for reason in reasons:
+            values = [r.exits.get(reason, 0) for r in runs]
+            right.bar(modes, values, bottom=bottom, label=reason)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        right.set_ylabel("VMM entries")
+        right.set_title("VMM entries by reason")
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -32,3 +32,13 @@ def test_compare_json_from_the_command_line():
     assert [row["mode"] for row in rows] == ["emulate", "trap", "bt", "pv", "hw"]
     assert all(row["output_matches"] and row["outcome"] == "exit" for row in rows)
     assert rows[1]["exits"]["out"] > 0
+
+
+def test_compare_draws_a_plot(tmp_path):
+    pytest = __import__("pytest")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "hello.png"
+    r = subprocess.run([sys.executable, "-m", "pyvmm", "compare", "hello", "--mode", "trap",
+                        "--plot", str(out)], cwd=ROOT, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
