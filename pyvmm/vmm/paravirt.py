@@ -24,7 +24,7 @@ import struct
 from .. import ExitReason
 from ..machine.devices.lapic import BASE as LAPIC_BASE
 from .descriptors import Descriptor
-from .faults import VirtualFault
+from .faults import VirtualFault, VMMUnsupported
 from .guest_memory import GuestPhysicalError
 from .hardware_assist import SIGNATURE
 from .trap import F_IF, GP, MASK32, VMM_BASE, VMM_SIZE, TrapAndEmulate
@@ -384,6 +384,17 @@ class Paravirtual(TrapAndEmulate):
         self.mem.write_phys((pgd_frame << 12) + 1023 * 4,
                             struct.pack("<I", DIRECT_VMM_PT | PTE_P | PTE_RW))
 
+    def large_rw_covers(self, frame):
+        """Does a writable 4 MiB page of a loaded directory cover guest-physical `frame`?"""
+        if not self.v.cr4 & 0x10:
+            return False
+        for directory in self.pinned_dirs:
+            for pde in self.entries(directory)[:1023]:
+                if pde & PTE_P and pde & PTE_PS and pde & PTE_RW and \
+                        (pde >> 22) == (frame >> 10):
+                    return True
+        return False
+
     def hc_set_cr3(self, pgd, *_):
         if pgd & 0xFFF or not self.frame_ok(pgd):
             raise HypercallError(EINVAL)
@@ -399,13 +410,36 @@ class Paravirtual(TrapAndEmulate):
         return 0
 
     def write_cr(self, n, value):
-        if self.direct and n == 3:
-            try:
+        if not self.direct:
+            return super().write_cr(n, value)
+        v, cpu = self.v, self.cpu
+        try:
+            if n == 3:
                 self.hc_set_cr3(value & ~0xFFF)
-            except HypercallError:
-                raise VirtualFault(GP, 0) from None
-            return
-        super().write_cr(n, value)
+            elif n == 0:
+                if (value & 0x80000001) != 0x80000001:
+                    raise VMMUnsupported("a paravirtual kernel turned paging off")
+                v.cr0 = value | 0x10
+                cpu.reg_write("cr0", (cpu.cr0 & ~0xE) | (value & 0xE) | 0x80010000)
+            elif n == 4:
+                if value & ~0x3FF:
+                    raise VirtualFault(GP, 0)
+                old, v.cr4 = v.cr4, value
+                if (old ^ value) & 0x10:
+                    # PSE changes what every PDE means: validate the directory afresh
+                    self.pinned.clear()
+                    self.pinned_dirs.clear()
+                    try:
+                        self.pin(v.cr3 >> 12)
+                    except HypercallError:
+                        v.cr4 = old
+                        self.pin(v.cr3 >> 12)
+                        raise
+                cpu.reg_write("cr4", value & 0x90)
+            else:
+                super().write_cr(n, value)
+        except HypercallError:
+            raise VirtualFault(GP, 0) from None
 
     def hc_invlpg(self, va, *_):
         self.cpu.reg_write("cr3", self.cpu.cr3)             # (drops the whole TLB)
@@ -439,12 +473,21 @@ class Paravirtual(TrapAndEmulate):
                 raise HypercallError(EPERM, "PDE 1023 belongs to the hypervisor")
             if val & PTE_P:
                 if val & PTE_PS and self.v.cr4 & 0x10:
-                    if not self.frame_ok(val & 0xFFC00000, 0x400000):
+                    base = val & 0xFFC00000
+                    if not self.frame_ok(base, 0x400000):
                         raise HypercallError(EPERM)
+                    if val & PTE_RW and any(base >> 12 <= f < (base >> 12) + 1024 for f in self.pinned):
+                        raise HypercallError(EPERM, "a 4 MiB page over page tables, writable")
                 else:
                     table = val >> 12
                     if not self.frame_ok(val & ~0xFFF):
                         raise HypercallError(EPERM)
+                    if table in self.pinned_dirs and val & PTE_RW:
+                        # a directory as a table would map the tables writable (Xen allows
+                        # such self-maps read-only)
+                        raise HypercallError(EPERM, "a page directory used as a page table")
+                    if table not in self.pinned and self.large_rw_covers(table):
+                        raise HypercallError(EPERM, "a writable 4 MiB page covers that table")
                     if table not in self.pinned:
                         protected = self.pinned | {table}
                         for pte in self.entries(table):

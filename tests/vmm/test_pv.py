@@ -163,3 +163,61 @@ def test_vmcall_outside_pv_is_an_invalid_opcode():
     create("trap", pc)
     result = pc.run(100_000)
     assert result.reason == "exit" and result.status == 19
+
+
+DIRECT_PAGING = """
+    .macro hypercall nr
+        mov eax, \\nr
+        vmcall
+    .endm
+        mov eax, cr4
+        or eax, {cr4_bits}
+        mov cr4, eax
+        mov edi, 0x201000
+        xor ecx, ecx
+    1:  mov eax, ecx
+        shl eax, 12
+        or eax, 3
+        cmp ecx, 0x200
+        jb 3f
+        cmp ecx, 0x201
+        ja 3f
+        and eax, ~2
+    3:  mov [edi + ecx * 4], eax
+        inc ecx
+        cmp ecx, 1024
+        jne 1b
+        mov dword ptr [0x200000], 0x201003
+        mov ebx, 0x200000
+        hypercall 5
+        mov ebx, offset request
+        mov ecx, 1
+        xor edx, edx
+        hypercall 4
+        mov [result], eax
+        mov eax, cr4
+        xor eax, 0x80           /* PGE: no shadow to flush in direct paging */
+        mov cr4, eax
+        mov eax, cr0
+        mov cr0, eax            /* paging stays direct */
+        mov eax, [result]
+        neg eax
+        mov ebx, eax
+        hypercall 11
+        .align 4
+    request: .long 0x200004, {pde}
+    result: .long 0
+"""
+
+
+@pytest.mark.parametrize("cr4_bits, pde, why", [
+    (0, 0x200003, "the directory mapped as a table, writable (a self-map)"),
+    (0x10, 0x83, "a writable 4 MiB page over the page tables"),
+])
+def test_direct_paging_refuses_mappings_that_would_make_page_tables_writable(cr4_bits, pde, why):
+    pc = machine(DIRECT_PAGING.format(cr4_bits=cr4_bits, pde=pde))
+    vmm = create("pv", pc)
+    result = pc.run(1_000_000)
+    # shutdown(-result): EPERM (1) gives status 3
+    assert result.reason == "exit" and result.status == 3, (why, result.message)
+    assert vmm.direct and pc.cpu.cr3 == 0x200000
