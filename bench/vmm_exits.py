@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pyvmm.machine import PC  # noqa: E402
 from pyvmm.machine.multiboot import GDT, GDT_ADDRESS  # noqa: E402
-from pyvmm.vmm import MODES, create  # noqa: E402
+from pyvmm.vmm import MODES, create, hypervisor_memory  # noqa: E402
 
 BASE = 0x100000
 
@@ -43,8 +43,8 @@ LOOPS = {
 }
 
 
-def machine(code):
-    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO())
+def machine(code, mode):
+    pc = PC(console=io.BytesIO(), debugcon=io.BytesIO(), hypervisor_memory=hypervisor_memory(mode))
     cpu = pc.cpu
     cpu.mem_write(BASE, code)
     cpu.mem_write(GDT_ADDRESS, GDT)
@@ -64,7 +64,7 @@ def measure(name, mode, n, runs):
     per_iteration = per_iteration.get(mode, 0)
     best = None
     for _ in range(runs):
-        pc = machine(loop(body, n))
+        pc = machine(loop(body, n), mode)
         vmm = create(mode, pc)
         t0 = time.perf_counter()
         result = pc.run(50 * n + 1000)
