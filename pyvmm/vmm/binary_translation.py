@@ -23,6 +23,7 @@ What the processor runs is the translation, so the instruction count of a run is
 number of translated instructions (inline sequences count each instruction), not the
 guest's.
 """
+import contextlib
 import struct
 
 from .. import ExitReason
@@ -153,10 +154,7 @@ class BinaryTranslation(TrapAndEmulate):
     def step_to_boundary(self):
         """Finish an inline sequence the processor stopped in the middle of."""
         cpu = self.cpu
-        flags = cpu.reg_read("eflags")
-        cpu.interrupt_exiting = False
-        cpu.reg_write("eflags", flags & ~F_IF)
-        try:
+        with self.interrupts_held():
             for _ in range(64):
                 if self.at_boundary():
                     return
@@ -171,9 +169,20 @@ class BinaryTranslation(TrapAndEmulate):
                                          f"sequence at {cpu.eip:#x}")
             raise VMMUnsupported(f"binary translation: no guest instruction boundary near "
                                  f"{cpu.eip:#x}")
+
+    @contextlib.contextmanager
+    def interrupts_held(self):
+        """Run the processor a step at a time without it taking an interrupt meanwhile
+        (interrupt exiting off, IF clear), then put both back."""
+        cpu = self.cpu
+        flags = cpu.reg_read("eflags")
+        cpu.interrupt_exiting = False
+        cpu.reg_write("eflags", flags & ~F_IF)
+        try:
+            yield
         finally:
             cpu.interrupt_exiting = True
-            cpu.reg_write("eflags", cpu.reg_read("eflags") | (flags & F_IF))
+            cpu.reg_write("eflags", cpu.reg_read("eflags") & ~F_IF | (flags & F_IF))
 
     def dispatch(self, guest_eip):
         """The translation-cache address for guest EIP (translating it if need be)."""
@@ -208,15 +217,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     # -- guest code memory ---------------------------------------------------------------------
     def read_code(self, linear, n=15):
-        out = b""
-        try:
-            out = self.mem.read(linear, n, user=False)
-        except (VirtualFault, GuestPhysicalError):
-            try:                        # the code may end before a page it cannot read
-                out = self.mem.read(linear, min(n, 0x1000 - (linear & 0xFFF)), user=False)
-            except (VirtualFault, GuestPhysicalError):
-                out = b""
-        return out
+        return super().read_code(linear, n, user=False)     # the kernel's code
 
     def code_frame(self, linear):
         try:
@@ -263,9 +264,7 @@ class BinaryTranslation(TrapAndEmulate):
                     try:
                         self.to_tc()
                     except (VMMUnsupported, GuestPhysicalError) as u:
-                        self.stop_message = str(u)
-                        cpu.last_exit = u
-                        return ExitReason.UNSUPPORTED
+                        return self.unsupported(u)
             reason = ExitReason(cpu.run(stop))
             if not self.in_tc:
                 r = self.handle(reason)
@@ -338,19 +337,8 @@ class BinaryTranslation(TrapAndEmulate):
                     self.reflect(f.vector, f.error_code, cpu.eip)
                     return None
                 except (VMMUnsupported, GuestPhysicalError) as u:
-                    self.stop_message = str(u)
-                    cpu.last_exit = u
-                    return ExitReason.UNSUPPORTED
+                    return self.unsupported(u)
             return self.step_in_place()
-
-    def after_emulation(self):
-        cpu = self.cpu
-        if cpu.exit_request:
-            r, cpu.exit_request = cpu.exit_request, 0
-            return ExitReason(r)
-        if self.v.halted:
-            return ExitReason.HLT
-        return None
 
     def follow(self, at, callout):
         """A branch to code not translated yet (chain it), or a return to an address the
@@ -390,48 +378,26 @@ class BinaryTranslation(TrapAndEmulate):
             cpu.eip = pad
 
     def handle_guest_exception(self, vector, error_code):
-        cpu = self.cpu
-        try:
-            self.on_exception(vector, error_code, cpu.eip, False)
-        except Exception as exc:            # the same outcomes as handle()
-            from .faults import GuestTripleFault
-            if isinstance(exc, GuestTripleFault):
-                cpu.last_exit = exc
-                return ExitReason.TRIPLE_FAULT
-            if isinstance(exc, (VMMUnsupported, GuestPhysicalError)):
-                self.stop_message = str(exc)
-                cpu.last_exit = exc
-                return ExitReason.UNSUPPORTED
-            raise
+        r = self.handle_exception(vector, error_code, self.cpu.eip, False)
         if self.code_write is not None:
             self.step_code_write()
-        if cpu.exit_request:
-            r, cpu.exit_request = cpu.exit_request, 0
-            return ExitReason(r)
-        if self.v.halted:
-            return ExitReason.HLT
-        return None
+        return r
 
     def step_in_place(self, keep_tf=False):
         """Run the guest instruction once where it is, as trap-and-emulate would: a
         privileged one traps and is emulated, anything else simply executes."""
         cpu = self.cpu
-        flags = cpu.reg_read("eflags")
-        cpu.interrupt_exiting = False
-        cpu.reg_write("eflags", flags & ~F_IF)
-        try:
+        with self.interrupts_held():
             reason = ExitReason(cpu.run(cpu.icount + 1))
             if keep_tf and reason == ExitReason.COUNT and cpu.reg_read("eflags") & F_TF:
                 # the single-step trap comes after the instruction
                 reason = ExitReason(cpu.run(cpu.icount + 1))
-        finally:
-            cpu.interrupt_exiting = True
-            if not self.in_tc:
-                fl = cpu.reg_read("eflags")
-                cpu.reg_write("eflags", (fl | F_IF) if self.v.vif else (fl & ~F_IF))
-        if reason in (ExitReason.COUNT, ExitReason.REQUEST):
-            if reason == ExitReason.REQUEST:
-                return reason
+        if not self.in_tc:              # (the instruction may have changed the guest's IF)
+            fl = cpu.reg_read("eflags")
+            cpu.reg_write("eflags", (fl | F_IF) if self.v.vif else (fl & ~F_IF))
+        if reason == ExitReason.REQUEST:
+            return reason
+        if reason == ExitReason.COUNT:
             return None
         return self.handle(reason)
 
@@ -439,10 +405,7 @@ class BinaryTranslation(TrapAndEmulate):
         """The write to a code page, done once with the page writable; then compare. (The
         step may first need the shadow filled for its own fetch: steps until it is done.)"""
         cpu = self.cpu
-        flags = cpu.reg_read("eflags")
-        cpu.interrupt_exiting = False
-        cpu.reg_write("eflags", flags & ~F_IF)
-        try:
+        with self.interrupts_held():
             for _ in range(8):
                 before = cpu.icount
                 reason = ExitReason(cpu.run(cpu.icount + 1))
@@ -459,9 +422,6 @@ class BinaryTranslation(TrapAndEmulate):
                     break
                 if cpu.icount > before or reason != ExitReason.COUNT:
                     break
-        finally:
-            cpu.interrupt_exiting = True
-            cpu.reg_write("eflags", cpu.reg_read("eflags") | (flags & F_IF))
         self.after_code_write()
 
     # -- the interrupt window ----------------------------------------------------------------------

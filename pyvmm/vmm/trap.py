@@ -40,6 +40,7 @@ from .descriptors import (A_ACCESSED, A_DPL, A_G, A_P, GATE_INTERRUPT32, GATE_TR
 from .faults import GuestTripleFault, VirtualFault, VMMUnsupported
 from .guest_memory import GuestMemory, GuestPhysicalError
 from .shadow_paging import ShadowPageTables
+from .stats import Timer
 from .virtual_cpu import VirtualCPU
 
 VMM_BASE = 0xFFC00000            # the VMM's 4 MiB at the top of the linear address space
@@ -176,27 +177,40 @@ class TrapAndEmulate(VMM):
             return None                 # injected at the top of the loop
         if reason == ExitReason.EXCEPTION:
             e = self.cpu.last_exit
-            try:
-                self.on_exception(e.vector, -1 if e.error_code is None else e.error_code, e.eip,
-                                  e.software)
-            except GuestTripleFault as t:
-                self.cpu.last_exit = t
-                return ExitReason.TRIPLE_FAULT
-            except (VMMUnsupported, GuestPhysicalError) as u:
-                self.stop_message = str(u)
-                self.cpu.last_exit = u
-                return ExitReason.UNSUPPORTED
-            if self.cpu.exit_request:
-                # a device the emulated instruction reached wants the machine's attention
-                r, self.cpu.exit_request = self.cpu.exit_request, 0
-                return ExitReason(r)
-            if self.v.halted:
-                return ExitReason.HLT
-            return None
+            return self.handle_exception(e.vector, -1 if e.error_code is None else e.error_code,
+                                         e.eip, e.software)
         return reason
 
+    def handle_exception(self, vector, error_code, eip, software):
+        """An exception the guest raised: emulate, reflect or stop; an ExitReason for the
+        machine, or None to go on."""
+        try:
+            self.on_exception(vector, error_code, eip, software)
+        except GuestTripleFault as t:
+            self.cpu.last_exit = t
+            return ExitReason.TRIPLE_FAULT
+        except (VMMUnsupported, GuestPhysicalError) as u:
+            return self.unsupported(u)
+        return self.after_emulation()
+
+    def after_emulation(self):
+        """What the machine must hear of once the VMM is done with an exit."""
+        cpu = self.cpu
+        if cpu.exit_request:
+            # a device the emulated instruction reached wants the machine's attention
+            r, cpu.exit_request = cpu.exit_request, 0
+            return ExitReason(r)
+        if self.v.halted:
+            return ExitReason.HLT
+        return None
+
+    def unsupported(self, error):
+        """Stop the VM: the guest did something this mode cannot virtualize."""
+        self.stop_message = str(error)
+        self.cpu.last_exit = error
+        return ExitReason.UNSUPPORTED
+
     def stats_timer(self, reason):
-        from .stats import Timer
         return Timer(self.stats, reason)
 
     def on_exception(self, vector, error_code, eip, software):
@@ -229,16 +243,22 @@ class TrapAndEmulate(VMM):
             self.reflect(vector, error_code if vector in (DF, TS, NP, SS_, GP, PF, 17) else -1,
                          eip, software=software, count=not software)
 
+    def read_code(self, linear, n=15, user=None):
+        """Up to n bytes of guest code at `linear` (fewer if a page after the first cannot
+        be read; none if the first cannot)."""
+        try:
+            return self.mem.read(linear, n, user)
+        except (VirtualFault, GuestPhysicalError):
+            try:
+                return self.mem.read(linear, min(n, 0x1000 - (linear & 0xFFF)), user)
+            except (VirtualFault, GuestPhysicalError):
+                return b""
+
     def fetch(self, eip):
         """Decode the guest instruction at CS:EIP (None if it cannot be read)."""
-        lin = (self.cpu.get_segment("cs")[1] + eip) & MASK32
-        try:
-            code = self.mem.read(lin, 15)
-        except (VirtualFault, GuestPhysicalError):
-            try:                        # the instruction may end before an unmapped page
-                code = self.mem.read(lin, 0x1000 - (lin & 0xFFF))
-            except (VirtualFault, GuestPhysicalError):
-                return None
+        code = self.read_code((self.cpu.get_segment("cs")[1] + eip) & MASK32)
+        if not code:
+            return None
         # decoding is the dearest part of an exit: remember instructions by their bytes
         key = (eip, code)
         insn = self.decoded.get(key)
