@@ -22,7 +22,7 @@ import sys
 
 import cython
 
-from .exits import ExitReason
+from .exits import ExitReason, VMControl, VMExitReason
 from .faults import (EXCEPTION_NAMES, CPUFault, ExceptionExit, GuestFault, TripleFault,
                      UnmappedMemory, Unsupported, VMExitSignal, instruction_length)
 from .isa import decoder_table
@@ -123,27 +123,27 @@ EXIT_REQUEST = ExitReason.REQUEST
 EXIT_UNSUPPORTED = ExitReason.UNSUPPORTED
 EXIT_INTERRUPT = ExitReason.INTERRUPT
 EXIT_VMEXIT = ExitReason.VMEXIT
-# VM-execution controls (Intel SDM bit positions) and basic exit reasons
-CTL_INTR_WINDOW = 1 << 2
-CTL_HLT = 1 << 7
-CTL_INVLPG = 1 << 9
-CTL_RDTSC = 1 << 12
-CTL_CR3_LOAD = 1 << 15
-CTL_CR3_STORE = 1 << 16
-CTL_MOV_DR = 1 << 23
-CTL_IO = 1 << 24
-CTL_MSR = 1 << 28
-VMX_INTR_WINDOW = 7
-VMX_CPUID = 10
-VMX_HLT = 12
-VMX_INVLPG = 14
-VMX_RDTSC = 16
-VMX_VMCALL = 18
-VMX_CR_ACCESS = 28
-VMX_MOV_DR = 29
-VMX_IO = 30
-VMX_RDMSR = 31
-VMX_WRMSR = 32
+# VM-execution controls (Intel SDM bit positions) and basic exit reasons: exits.py's
+CTL_INTR_WINDOW = VMControl.INTERRUPT_WINDOW_EXITING
+CTL_HLT = VMControl.HLT_EXITING
+CTL_INVLPG = VMControl.INVLPG_EXITING
+CTL_RDTSC = VMControl.RDTSC_EXITING
+CTL_CR3_LOAD = VMControl.CR3_LOAD_EXITING
+CTL_CR3_STORE = VMControl.CR3_STORE_EXITING
+CTL_MOV_DR = VMControl.MOV_DR_EXITING
+CTL_IO = VMControl.UNCONDITIONAL_IO_EXITING
+CTL_MSR = VMControl.MSR_EXITING
+VMX_INTR_WINDOW = VMExitReason.INTERRUPT_WINDOW
+VMX_CPUID = VMExitReason.CPUID
+VMX_HLT = VMExitReason.HLT
+VMX_INVLPG = VMExitReason.INVLPG
+VMX_RDTSC = VMExitReason.RDTSC
+VMX_VMCALL = VMExitReason.VMCALL
+VMX_CR_ACCESS = VMExitReason.CR_ACCESS
+VMX_MOV_DR = VMExitReason.MOV_DR
+VMX_IO = VMExitReason.IO_INSTRUCTION
+VMX_RDMSR = VMExitReason.RDMSR
+VMX_WRMSR = VMExitReason.WRMSR
 
 # Exception vectors
 DE = 0

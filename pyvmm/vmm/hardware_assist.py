@@ -48,6 +48,18 @@ EXIT_NAMES = {
 }
 
 
+def hypervisor_cpuid(cpu, leaf, subleaf, abi_version):
+    """What a VMM answers for CPUID: the processor's own values with "hypervisor present"
+    (leaf 1 ECX bit 31), and the hypervisor leaves: 0x40000000 the highest one and the
+    signature, 0x40000001 the hypercall ABI version (0: none)."""
+    if leaf == 0x40000000:
+        return (0x40000001,) + tuple(int.from_bytes(SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
+    if 0x40000001 <= leaf <= 0x4FFFFFFF:
+        return (abi_version if leaf == 0x40000001 else 0, 0, 0, 0)
+    eax, ebx, ecx, edx = cpu.cpuid_values(leaf, subleaf)
+    return eax, ebx, ecx | 0x80000000 if leaf == 1 else ecx, edx
+
+
 def exit_label(reason):
     return f"{EXIT_NAMES.get(reason, 'exit')} ({int(reason)})"
 
@@ -86,8 +98,7 @@ class HardwareAssist(VMM):
         cpu.vm_controls = int(self.CONTROLS)
         cpu.interrupt_exiting = True
         cpu.exception_intercept = 0             # the exception bitmap: nothing
-        ebx, ecx, edx = (int.from_bytes(SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
-        cpu.hypervisor_leaf_ebx, cpu.hypervisor_leaf_ecx, cpu.hypervisor_leaf_edx = ebx, ecx, edx
+        # (CPUID always exits in guest mode: the VMM answers it, hypervisor_cpuid)
 
     def interrupts_enabled(self):
         return bool(self.cpu.reg_read("eflags") & F_IF)
@@ -140,15 +151,8 @@ class HardwareAssist(VMM):
 
     def exit_cpuid(self):
         cpu = self.cpu
-        leaf = cpu.reg_read("eax")
-        if leaf == 0x40000000:          # the signature; the highest hypervisor leaf
-            eax, ebx, ecx, edx = (0x40000001,) + tuple(
-                int.from_bytes(SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
-        elif 0x40000001 <= leaf <= 0x4FFFFFFF:
-            eax = ebx = ecx = edx = 0   # ABI version 0: no hypercalls in this mode
-        else:
-            eax, ebx, ecx, edx = cpu.cpuid_values(leaf, cpu.reg_read("ecx"))
-        for reg, value in zip(("eax", "ebx", "ecx", "edx"), (eax, ebx, ecx, edx)):
+        values = hypervisor_cpuid(cpu, cpu.reg_read("eax"), cpu.reg_read("ecx"), 0)
+        for reg, value in zip(("eax", "ebx", "ecx", "edx"), values):
             cpu.reg_write(reg, value)
         self.resume_after()
 

@@ -26,7 +26,7 @@ from ..machine.devices.lapic import BASE as LAPIC_BASE
 from .descriptors import Descriptor
 from .faults import VirtualFault, VMMUnsupported
 from .guest_memory import GuestPhysicalError
-from .hardware_assist import SIGNATURE
+from .hardware_assist import hypervisor_cpuid
 from .trap import F_IF, GP, MASK32, VMM_BASE, VMM_SIZE, TrapAndEmulate
 
 UD = 6
@@ -189,16 +189,7 @@ class Paravirtual(TrapAndEmulate):
     # -- CPUID (it faults at ring 1 here) ---------------------------------------------------------
     def op_cpuid(self, insn, err):
         cpu = self.cpu
-        leaf, sub = cpu.reg_read("eax"), cpu.reg_read("ecx")
-        if leaf == 0x40000000:
-            values = (0x40000001,) + tuple(int.from_bytes(SIGNATURE[i:i + 4], "little")
-                                           for i in (0, 4, 8))
-        elif leaf == 0x40000001:
-            values = (ABI_VERSION, 0, 0, 0)
-        else:
-            values = cpu.cpuid_values(leaf, sub)
-            if leaf == 1:
-                values = (values[0], values[1], values[2] | 0x80000000, values[3])
+        values = hypervisor_cpuid(cpu, cpu.reg_read("eax"), cpu.reg_read("ecx"), ABI_VERSION)
         for reg, value in zip(("eax", "ebx", "ecx", "edx"), values):
             cpu.reg_write(reg, value)
         self.advance(insn)
