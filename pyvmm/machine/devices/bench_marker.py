@@ -16,9 +16,15 @@ from dataclasses import dataclass
 
 PORT = 0x504
 
-# The operations of guests/nanobench, by the op_id its markers carry.
+# The bundled guests' operations, by the op_id their markers carry: guests/nanobench's
+# nanobenchmarks (1-7), then the memory-virtualization guests' phases: guests/ptemod (16-17),
+# guests/pagefault (18-21), guests/tlbstress (22-28).
 OPERATIONS = {1: "syscall", 2: "in", 3: "cli/sti", 4: "call/ret", 5: "pgfault",
-              6: "divzero", 7: "ptemod"}
+              6: "divzero", 7: "ptemod",
+              16: "fork/exit", 17: "fork/cow",
+              18: "demand", 19: "evict", 20: "refault", 21: "wrprotect",
+              22: "tlb fits", 23: "tlb seq", 24: "tlb stride", 25: "tlb random",
+              26: "4m random", 27: "cr3 reload", 28: "cr3 global"}
 
 
 @dataclass
