@@ -100,12 +100,14 @@ def cmd_run(args):
     except KernelError as e:
         raise UsageError(str(e)) from None
     vmm = None
+    if args.mode == "emulate" and args.paging is not None:
+        raise UsageError("--paging chooses a VMM's memory virtualization: use it with --mode hw")
     if args.mode != "emulate":
         from .vmm import VMMUnsupported, create
         if args.trace is not None:
             raise UsageError("--trace follows the bare machine: use it with --mode emulate")
         try:
-            vmm = create(args.mode, pc)
+            vmm = create(args.mode, pc, paging=args.paging)
         except VMMUnsupported as e:
             raise UsageError(f"--mode {args.mode}: {e}") from None
     trace = None
@@ -143,6 +145,12 @@ def cmd_run(args):
             if args.verbose:
                 for reason, n, seconds in stats.table():
                     err.write(f"  {reason:<32} {n:>10,}  {seconds * 1e6 / n:8.1f} us each\n")
+        if args.verbose:
+            from .compare import describe_memory
+            from .vmm import Emulate
+            memory = (vmm or Emulate(pc)).memory_stats()
+            if memory["TLB misses"]:                    # (only if anything was translated)
+                err.write(f"pyvmm: memory: {describe_memory(memory)}\n")
     if args.verbose and result.unclaimed_ports:
         err.write("pyvmm: accesses to unclaimed ports (read as all ones, writes ignored):\n")
         for (direction, port), n in sorted(result.unclaimed_ports.items(), key=lambda kv: kv[0][1]):
@@ -158,7 +166,13 @@ def _compiled():
 def cmd_compare(args):
     from rich.console import Console
 
-    from .compare import bracket_table, compare, plot, table, to_json
+    from .compare import bracket_table, compare, memory_table, plot, table, to_json
+    from .compare import parse_mode
+    for label in args.mode or ():
+        try:
+            parse_mode(label)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     elf = resolve_guest(args.guest, args.opt)
     runs = compare(elf, args.mode or None, cmdline=args.cmdline,
                    budget=args.max_instructions, disks=tuple(args.disk or ()))
@@ -167,6 +181,8 @@ def cmd_compare(args):
     else:
         console = Console()
         console.print(table(args.guest, runs))
+        if any(r.memory.get("TLB misses") for r in runs):
+            console.print(memory_table(args.guest, runs))
         per_op = bracket_table(args.guest, runs)
         if per_op is not None:
             console.print(per_op)
@@ -245,6 +261,9 @@ def main(argv=None):
                           "pv (paravirtual: hypercalls, docs/hypercall-abi.md; other kernels "
                           "are trapped and emulated), "
                           "hw (hardware assist: VT-x-style guest mode and VM exits)")
+    run.add_argument("--paging", choices=("shadow", "nested"), default=None,
+                     help="hw mode's memory virtualization: nested (EPT-style nested page tables, "
+                          "the default) or shadow (shadow page tables)")
     run.add_argument("--pure", action="store_true", help="run the uncompiled core (pure Python)")
     run.add_argument("--realtime", action="store_true",
                      help="device clocks follow the host's clock (default: the instruction count, "
@@ -256,8 +275,9 @@ def main(argv=None):
     run.set_defaults(func=cmd_run)
     cmp = sub.add_parser("compare", help="run a guest under every mode and compare")
     cmp.add_argument("guest", help="a bundled guest's name, a guest source folder, or a Multiboot ELF")
-    cmp.add_argument("--mode", action="append", choices=("trap", "bt", "pv", "hw"),
-                     help="only this mode (again for more) besides emulate")
+    cmp.add_argument("--mode", action="append", metavar="MODE[:PAGING]",
+                     help="only this mode (again for more) besides emulate: trap, bt, pv, hw, "
+                          "or hw:nested / hw:shadow for hw with that memory virtualization")
     cmp.add_argument("--opt", choices=("O0", "O2"), default="O2")
     cmp.add_argument("--cmdline", default="", metavar="STR")
     cmp.add_argument("--disk", action="append", metavar="IMAGE",

@@ -24,30 +24,42 @@ class ModeRun:
     message: str = ""
     slowdown: float = 0.0
     brackets: list = field(default_factory=list)    # per benchmark bracket (nanobench)
+    memory: dict = field(default_factory=dict)      # VMM.memory_stats(): TLB, walks, shadows
 
 
-def run_mode(elf, mode, cmdline="", memory=128 << 20, budget=None, disks=()):
+def parse_mode(label):
+    """'hw' -> ('hw', None); 'hw:shadow' -> ('hw', 'shadow'): a mode and its paging."""
+    mode, _, paging = label.partition(":")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+    return mode, paging or None
+
+
+def run_mode(elf, label, cmdline="", memory=128 << 20, budget=None, disks=()):
+    mode, paging = parse_mode(label)
     out = io.BytesIO()
     pc = PC(memory=memory, console=out, debugcon=io.BytesIO(), disks=disks, snapshot=True,
             hypervisor_memory=hypervisor_memory(mode))
     pc.boot_multiboot(str(elf), cmdline)
     try:
-        vmm = create(mode, pc)
+        vmm = create(mode, pc, paging=paging)
     except VMMUnsupported as e:
-        return ModeRun(mode, "refused", -1, 0, 0.0, message=str(e)), b""
+        return ModeRun(label, "refused", -1, 0, 0.0, message=str(e)), b""
     t0 = time.perf_counter()                 # the run itself, not setting the machine up
     result = pc.run(budget)
     wall = time.perf_counter() - t0
     stats = vmm.stats
-    run = ModeRun(mode, result.reason, result.status, result.instructions, wall,
+    run = ModeRun(label, result.reason, result.status, result.instructions, wall,
                   stats.total, stats.total_seconds,
-                  {reason: n for reason, n, _ in stats.table()}, message=result.message)
+                  {reason: n for reason, n, _ in stats.table()}, message=result.message,
+                  memory=vmm.memory_stats())
     for b in vmm.brackets:
         run.brackets.append({"op": b.name, "iterations": b.iterations,
                              "exits": dict(b.exits.most_common()),
                              "exits_per_iteration": b.total_exits / b.iterations,
                              "us_per_iteration": b.wall_seconds * 1e6 / b.iterations,
-                             "vmm_us_per_iteration": b.vmm_seconds * 1e6 / b.iterations})
+                             "vmm_us_per_iteration": b.vmm_seconds * 1e6 / b.iterations,
+                             "memory": b.memory})
     return run, out.getvalue()
 
 
@@ -86,6 +98,41 @@ def table(guest, runs, top=6):
         t.add_row(r.mode, r.outcome, "same" if r.output_matches else "DIFFERENT",
                   f"{r.instructions:,}", f"{r.vmm_entries:,}", f"{r.vmm_seconds:.3f}",
                   f"{r.wall_seconds:.3f}", f"{r.slowdown:.1f}x", reasons or "-")
+    return t
+
+
+MEMORY_COLUMNS = ("TLB misses", "walk refs", "CR3 switches", "hidden faults", "true faults",
+                  "PT-write traps", "shadow pages")
+
+
+def describe_memory(stats):
+    """One line of VMM.memory_stats() for `pyvmm run -v`."""
+    misses = stats["TLB misses"]
+    per_miss = f" ({stats['walk refs'] / misses:.1f} per miss)" if misses else ""
+    parts = [f"TLB hits {stats['TLB hits']:,}", f"misses {misses:,}",
+             f"walk refs {stats['walk refs']:,}{per_miss}"]
+    parts += [f"{k} {v:,}" for k, v in stats.items()
+              if k not in ("TLB hits", "TLB misses", "walk refs") and v is not None]
+    return ", ".join(parts)
+
+
+def memory_table(guest, runs):
+    """What memory virtualization cost in each mode: TLB misses and the references their
+    page walks made, CR3 switches, and the shadow-paging events (hidden and true page
+    faults, page-table-write traps, shadow pages)."""
+    from rich.table import Table
+    t = Table(title=f"{guest}: memory virtualization")
+    t.add_column("mode")
+    for col in MEMORY_COLUMNS:
+        t.add_column(col, justify="right")
+    t.add_column("refs/miss", justify="right")
+    for r in runs:
+        m = r.memory
+        if not m:
+            continue
+        cells = ["-" if m.get(col) is None else f"{m[col]:,}" for col in MEMORY_COLUMNS]
+        per_miss = f"{m['walk refs'] / m['TLB misses']:.1f}" if m.get("TLB misses") else "-"
+        t.add_row(r.mode, *cells, per_miss)
     return t
 
 

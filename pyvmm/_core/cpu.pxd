@@ -8,7 +8,8 @@ cdef unsigned int MASK32, SIGN32, MASK16, ARITH_FLAGS, POPF_MASK
 cdef unsigned long long NO_UNTIL, SIGN64
 cdef bint HOST_LITTLE_ENDIAN
 cdef unsigned int KEEP_HIGH16, KEEP_HIGH24, KEEP_NOT_AH, TOP_BYTE, PAGE_FRAME, LARGE_FRAME
-cdef unsigned int PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G
+cdef unsigned int PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G, TLB_NOEXEC
+cdef unsigned int NPT_R, NPT_W, NPT_X, NPT_PS
 cdef unsigned int CR0_PE, CR0_TS, CR0_WP, CR0_PG, CR4_TSD, CR4_DE, CR4_PSE, CR4_PGE
 cdef unsigned int F_CF, F_PF, F_AF, F_ZF, F_SF, F_TF, F_IF, F_DF, F_OF, F_IOPL, F_NT, F_RF, F_VM
 cdef int CC_EAGER, CC_ADD, CC_ADC, CC_SUB, CC_SBB, CC_LOGIC, CC_INC, CC_DEC
@@ -19,6 +20,7 @@ cdef int EXIT_COUNT, EXIT_UNTIL, EXIT_HLT, EXIT_EXCEPTION, EXIT_TRIPLE_FAULT, EX
 cdef int EXIT_UNSUPPORTED, EXIT_INTERRUPT, EXIT_VMEXIT
 cdef unsigned int CTL_INTR_WINDOW, CTL_HLT, CTL_INVLPG, CTL_RDTSC, CTL_CR3_LOAD, CTL_CR3_STORE, CTL_MOV_DR, CTL_IO, CTL_MSR
 cdef int VMX_INTR_WINDOW, VMX_CPUID, VMX_HLT, VMX_INVLPG, VMX_RDTSC, VMX_VMCALL, VMX_CR_ACCESS, VMX_MOV_DR, VMX_IO, VMX_RDMSR, VMX_WRMSR
+cdef int VMX_EPT_VIOLATION, VMX_EPT_MISCONFIG
 cdef int DE, DB, BP, OF_, BR, UD, NM, DF_, TS, NP, SS_, GP, PF
 
 # One decoded instruction (the decoder's output; the decode cache holds copies).
@@ -56,7 +58,11 @@ cdef class CPU:
     # Software TLB: direct-mapped, 256 entries, for linear page -> physical page
     cdef unsigned int tlb_lin[256]        # linear page number + 1 (0: empty)
     cdef unsigned int tlb_phys[256]       # physical page number
-    cdef unsigned int tlb_flags[256]      # effective R/W, U/S; D already set; G
+    cdef unsigned int tlb_flags[256]      # effective R/W, U/S; D already set; G; TLB_NOEXEC
+    cdef public unsigned long long tlb_hits     # translations the TLB answered
+    cdef public unsigned long long tlb_misses   # page walks (TLB fills)
+    cdef public unsigned long long walk_refs    # paging-structure entries read by walks
+    cdef public unsigned long long cr3_loads    # MOV to CR3 executed
     cdef public int cpl
     cdef bint code32                     # CS.D: default operand and address size 32
     cdef bint cs_flat                    # CS covers 4 GiB from 0: fetches need no limit check
@@ -104,6 +110,11 @@ cdef class CPU:
     cdef public bint cpuid_faulting      # CPUID at CPL > 0 raises #GP (MSR 0x140 bit 0 on Intel)
     cdef public unsigned int vm_controls # VM-execution controls (CTL_*, Intel SDM bit positions)
     cdef public unsigned int exit_reason, exit_qualification, exit_instruction_length
+    cdef public unsigned int guest_physical_address, guest_linear_address   # EPT exits
+    cdef public int idt_vectoring        # the event whose delivery an exit interrupted, else -1
+    cdef bint nested                     # nested paging on (the nested_paging property)
+    cdef public unsigned int nested_root # host-physical nested page directory (VT-x: EPTP)
+    cdef unsigned int nested_last_rights # R/W/X of the last nested translation
     cdef public object last_exit         # detail of the last exit (fault, ...)
     cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
     cdef unsigned long long until       # stop when EIP equals it (NO_UNTIL: never)
@@ -143,6 +154,11 @@ cdef class CPU:
     cdef int64_t translate(self, unsigned int lin, bint write) except -1
     @cython.locals(new=cython.uint, new_pte=cython.uint)
     cdef int64_t page_walk(self, unsigned int lin, bint write, bint fetch) except -1
+    cdef int64_t translate_fetch(self, unsigned int lin) except -1
+    cdef int64_t nested_translate(self, unsigned int gpa, unsigned int lin, int access, bint final) except -1
+    @cython.locals(qual=cython.uint)
+    cdef int nested_exit(self, int reason, unsigned int gpa, unsigned int lin, int access, bint final,
+                         unsigned int rights) except -1
     cdef bint access_ok(self, unsigned int rights, bint write, bint user) noexcept
     cdef int page_fault(self, unsigned int lin, unsigned int err) except -1
     cdef void flush_tlb(self, bint keep_global) noexcept

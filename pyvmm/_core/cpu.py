@@ -54,6 +54,13 @@ PTE_A = 0x20
 PTE_D = 0x40
 PTE_PS = 0x80
 PTE_G = 0x100
+TLB_NOEXEC = 0x200           # TLB flag: the nested mapping forbids instruction fetch
+# Nested (EPT-like) table entries: 32-bit, two levels, the guest's own layout with EPT's
+# permission bits in bits 0-2 (AMD's nested paging uses the host's format the same way).
+NPT_R = 0x1
+NPT_W = 0x2
+NPT_X = 0x4
+NPT_PS = 0x80                # in a nested directory entry: a 4 MiB page
 CR0_PE = 0x1
 CR0_TS = 0x8
 CR0_WP = 0x10000
@@ -144,6 +151,8 @@ VMX_MOV_DR = VMExitReason.MOV_DR
 VMX_IO = VMExitReason.IO_INSTRUCTION
 VMX_RDMSR = VMExitReason.RDMSR
 VMX_WRMSR = VMExitReason.WRMSR
+VMX_EPT_VIOLATION = VMExitReason.EPT_VIOLATION
+VMX_EPT_MISCONFIG = VMExitReason.EPT_MISCONFIG
 
 # Exception vectors
 DE = 0
@@ -268,6 +277,10 @@ class CPU:
         self.cpuid_faulting = False
         self.vm_controls = 0
         self.exit_reason = self.exit_qualification = self.exit_instruction_length = 0
+        self.guest_physical_address = self.guest_linear_address = 0
+        self.idt_vectoring = -1
+        self.nested = False
+        self.nested_root = 0
         self.last_exit = None
         self.hypervisor_leaf_ebx = 0
         self.hypervisor_leaf_ecx = 0
@@ -296,13 +309,14 @@ class CPU:
         self.supervisor_access = 0
         self.idtr_base = self.idtr_limit = 0
         self.cr0 = 0x00000011          # PE, ET
-        self.paging = False
+        self.paging = self.nested      # nested paging translates even with CR0.PG clear
         self.protected = True
         self.dr0 = self.dr1 = self.dr2 = self.dr3 = 0
         self.dr7 = 0x400
         self.cr2 = self.cr3 = self.cr4 = 0
         self.cpl = 0
         self.icount = 0
+        self.walk_refs = self.tlb_hits = self.tlb_misses = self.cr3_loads = 0
         self.intr_pending = False
         self.set_halted(False)
         self.exit_request = 0
@@ -453,6 +467,24 @@ class CPU:
         self.intr_pending = bool(level)
         self.attention = self.intr_pending or self.is_halted
 
+    @property
+    def nested_paging(self):
+        """Guest mode's "enable EPT" control: every guest-physical address (each entry the
+        guest's own page walk reads, and the page it finds; the linear address itself while
+        the guest's CR0.PG is clear) goes through the nested tables at `nested_root`, a
+        host-physical page directory the guest cannot see. Setting it flushes the TLB."""
+        return self.nested
+
+    @nested_paging.setter
+    def nested_paging(self, on):
+        self.nested = bool(on)
+        self.paging = (self.cr0 & CR0_PG) != 0 or self.nested
+        self.flush_tlb(False)
+
+    def invept(self):
+        """INVEPT: the VMM changed its nested tables; drop what the TLB cached from them."""
+        self.flush_tlb(False)
+
     def set_halted(self, halted):
         self.is_halted = halted
         self.attention = self.intr_pending or halted
@@ -499,6 +531,7 @@ class CPU:
     def vm_exit(self, reason, qualification, length):
         """Guest mode: this instruction causes a VM exit instead of executing (SDM 27)."""
         self.exit_reason = reason
+        self.idt_vectoring = -1
         self.exit_qualification = qualification
         self.exit_instruction_length = length
         raise VMExitSignal()
@@ -515,7 +548,18 @@ class CPU:
             self.deliver(vector & 0xFF, error_code, software)
         except CPUFault as f:
             self.regs[4] = esp
-            return self.raise_exception(f.vector, f.error_code)
+            try:
+                return self.raise_exception(f.vector, f.error_code)
+            except VMExitSignal:
+                self.regs[4] = esp
+                self.eip = self.i_start
+                self.idt_vectoring = f.vector
+                return EXIT_VMEXIT
+        except VMExitSignal:
+            self.regs[4] = esp
+            self.eip = self.i_start
+            self.idt_vectoring = vector & 0xFF
+            return EXIT_VMEXIT
         self.icount += 1                # the delivery is a step of guest time
         return 0
 
@@ -751,59 +795,157 @@ class CPU:
             user: cython.bint = self.cpl == 3 and not self.supervisor_access
             if (not user or f & PTE_US) and \
                     (not write or (f & PTE_D and (f & PTE_RW or (not user and not self.cr0 & CR0_WP)))):
+                self.tlb_hits += 1
                 return (self.tlb_phys[idx] << 12) | (lin & 0xFFF)
         return self.page_walk(lin, write, False)
+
+    def translate_fetch(self, lin):
+        """Physical address for an instruction fetch from `lin`: the TLB, else a walk."""
+        idx: cython.uint = (lin >> 12) & 255
+        f: cython.uint
+        if self.tlb_lin[idx] == (lin >> 12) + 1:
+            f = self.tlb_flags[idx]
+            if (self.cpl != 3 or f & PTE_US) and not f & TLB_NOEXEC:
+                self.tlb_hits += 1
+                return (self.tlb_phys[idx] << 12) | (lin & 0xFFF)
+        return self.page_walk(lin, False, True)
 
     def page_walk(self, lin, write, fetch):
         """Walk the page directory and table for `lin`, check the access, set the accessed
         and dirty bits, fill the TLB. SDM 4.3 (32-bit paging), 4.6 (access rights), 4.7
-        (#PF error code), 4.8 (accessed and dirty flags)."""
+        (#PF error code), 4.8 (accessed and dirty flags). With nested paging each guest
+        table entry is itself at a guest-physical address, translated through the nested
+        tables first (the two-dimensional walk), and so is the page found."""
         user: cython.bint = self.cpl == 3 and not self.supervisor_access
         err: cython.uint = (2 if write else 0) | (4 if user else 0)
-        pde_addr: cython.uint = (self.cr3 & PAGE_FRAME) | ((lin >> 20) & 0xFFC)
-        pde: cython.uint = self.phys_read(pde_addr, 4)
+        access: cython.int = 2 if fetch else (1 if write else 0)
+        pde_addr: cython.uint
+        pde: cython.uint
+        pde_host: cython.uint
         pte_addr: cython.uint
+        pte_host: cython.uint
         pte: cython.uint
         phys_page: cython.uint
         rights: cython.uint
         idx: cython.uint
-        if not pde & PTE_P:
-            return self.page_fault(lin, err)
-        if pde & PTE_PS and self.cr4 & CR4_PSE:
-            # 4 MiB page: bits 21:13 are reserved (no PSE-36: physical addresses are 32-bit)
-            if pde & 0x003FE000:
-                return self.page_fault(lin, err | 1 | 8)
-            rights = pde
-            if not self.access_ok(rights, write, user):
-                return self.page_fault(lin, err | 1)
-            new: cython.uint = pde | PTE_A | (PTE_D if write else 0)
-            if new != pde:
-                self.phys_write(pde_addr, 4, new)
-            phys_page = ((pde & LARGE_FRAME) | (lin & 0x003FF000)) >> 12
-            rights = new | PTE_PS
+        nested_rights: cython.uint = NPT_R | NPT_W | NPT_X
+        self.tlb_misses += 1
+        if not self.cr0 & CR0_PG:
+            # Guest paging off (only reached with nested paging): linear is guest-physical.
+            rights = PTE_RW | PTE_US | PTE_D
+            phys_page = lin >> 12
         else:
-            pte_addr = (pde & PAGE_FRAME) | ((lin >> 10) & 0xFFC)
-            pte = self.phys_read(pte_addr, 4)
-            if not pte & PTE_P:
+            pde_addr = (self.cr3 & PAGE_FRAME) | ((lin >> 20) & 0xFFC)
+            pde_host = pde_addr
+            pde_rights: cython.uint = NPT_R | NPT_W | NPT_X
+            if self.nested:
+                pde_host = self.nested_translate(pde_addr, lin, 0, False)
+                pde_rights = self.nested_last_rights
+            pde = self.phys_read(pde_host, 4)
+            self.walk_refs += 1
+            if not pde & PTE_P:
                 return self.page_fault(lin, err)
-            # Effective rights: R/W and U/S must allow it at both levels.
-            rights = (pde & pte & (PTE_RW | PTE_US)) | (pte & (PTE_D | PTE_G))
-            if not self.access_ok(rights, write, user):
-                return self.page_fault(lin, err | 1)
-            if not pde & PTE_A:
-                self.phys_write(pde_addr, 4, pde | PTE_A)
-            new_pte: cython.uint = pte | PTE_A | (PTE_D if write else 0)
-            if new_pte != pte:
-                self.phys_write(pte_addr, 4, new_pte)
-            rights |= new_pte & PTE_D
-            phys_page = pte >> 12
+            if pde & PTE_PS and self.cr4 & CR4_PSE:
+                # 4 MiB page: bits 21:13 are reserved (no PSE-36: physical addresses are 32-bit)
+                if pde & 0x003FE000:
+                    return self.page_fault(lin, err | 1 | 8)
+                rights = pde
+                if not self.access_ok(rights, write, user):
+                    return self.page_fault(lin, err | 1)
+                new: cython.uint = pde | PTE_A | (PTE_D if write else 0)
+                if new != pde:
+                    if not pde_rights & NPT_W:      # an A/D update writes the guest's table
+                        self.nested_exit(VMX_EPT_VIOLATION, pde_addr, lin, 1, False, pde_rights)
+                    self.phys_write(pde_host, 4, new)
+                phys_page = ((pde & LARGE_FRAME) | (lin & 0x003FF000)) >> 12
+                rights = new | PTE_PS
+            else:
+                pte_addr = (pde & PAGE_FRAME) | ((lin >> 10) & 0xFFC)
+                pte_host = pte_addr
+                pte_rights: cython.uint = NPT_R | NPT_W | NPT_X
+                if self.nested:
+                    pte_host = self.nested_translate(pte_addr, lin, 0, False)
+                    pte_rights = self.nested_last_rights
+                pte = self.phys_read(pte_host, 4)
+                self.walk_refs += 1
+                if not pte & PTE_P:
+                    return self.page_fault(lin, err)
+                # Effective rights: R/W and U/S must allow it at both levels.
+                rights = (pde & pte & (PTE_RW | PTE_US)) | (pte & (PTE_D | PTE_G))
+                if not self.access_ok(rights, write, user):
+                    return self.page_fault(lin, err | 1)
+                if not pde & PTE_A:
+                    if not pde_rights & NPT_W:
+                        self.nested_exit(VMX_EPT_VIOLATION, pde_addr, lin, 1, False, pde_rights)
+                    self.phys_write(pde_host, 4, pde | PTE_A)
+                new_pte: cython.uint = pte | PTE_A | (PTE_D if write else 0)
+                if new_pte != pte:
+                    if not pte_rights & NPT_W:
+                        self.nested_exit(VMX_EPT_VIOLATION, pte_addr, lin, 1, False, pte_rights)
+                    self.phys_write(pte_host, 4, new_pte)
+                rights |= new_pte & PTE_D
+                phys_page = pte >> 12
+        if self.nested:
+            phys_page = self.nested_translate((phys_page << 12) | (lin & 0xFFF), lin, access, True) >> 12
+            nested_rights = self.nested_last_rights
         idx = (lin >> 12) & 255
         self.tlb_lin[idx] = (lin >> 12) + 1
         self.tlb_phys[idx] = phys_page
         self.tlb_flags[idx] = rights & (PTE_RW | PTE_US | PTE_D | PTE_G)
-        if not self.cr4 & CR4_PGE:
+        if not self.cr4 & CR4_PGE or not self.cr0 & CR0_PG:
             self.tlb_flags[idx] &= ~PTE_G
+        # What the nested mapping forbids is taken from the TLB's fast paths: a write
+        # there (no "dirty") or a fetch walks again, and meets the violation.
+        if not nested_rights & NPT_W:
+            self.tlb_flags[idx] &= ~PTE_D
+        if not nested_rights & NPT_X:
+            self.tlb_flags[idx] |= TLB_NOEXEC
         return (phys_page << 12) | (lin & 0xFFF)
+
+    def nested_translate(self, gpa, lin, access, final):
+        """Host-physical address of guest-physical `gpa` through the nested tables (Intel
+        SDM 29.3, EPT, in a two-level 32-bit form): `access` 0 read, 1 write, 2 fetch;
+        `final` is False for the guest's own page-table entries. Leaves the mapping's
+        permissions in nested_last_rights. A missing permission is an EPT violation (exit
+        48), a write-only entry an EPT misconfiguration (exit 49): VM exits, with the
+        qualification bits of SDM table 28-7."""
+        rights: cython.uint = NPT_R | NPT_W | NPT_X
+        pde_addr: cython.uint = (self.nested_root & PAGE_FRAME) | ((gpa >> 20) & 0xFFC)
+        pde: cython.uint = self.phys_read(pde_addr, 4)
+        pte: cython.uint
+        hpa: cython.uint
+        self.walk_refs += 1
+        if pde & (NPT_R | NPT_W) == NPT_W:
+            return self.nested_exit(VMX_EPT_MISCONFIG, gpa, lin, access, final, 0)
+        rights &= pde
+        if not pde & (NPT_R | NPT_W | NPT_X):
+            return self.nested_exit(VMX_EPT_VIOLATION, gpa, lin, access, final, 0)
+        if pde & NPT_PS:
+            hpa = (pde & LARGE_FRAME) | (gpa & 0x003FFFFF)
+        else:
+            pte = self.phys_read((pde & PAGE_FRAME) | ((gpa >> 10) & 0xFFC), 4)
+            self.walk_refs += 1
+            if pte & (NPT_R | NPT_W) == NPT_W:
+                return self.nested_exit(VMX_EPT_MISCONFIG, gpa, lin, access, final, 0)
+            if not pte & (NPT_R | NPT_W | NPT_X):
+                return self.nested_exit(VMX_EPT_VIOLATION, gpa, lin, access, final, 0)
+            rights &= pte
+            hpa = (pte & PAGE_FRAME) | (gpa & 0xFFF)
+        if not rights & (1 << access):
+            return self.nested_exit(VMX_EPT_VIOLATION, gpa, lin, access, final, rights)
+        self.nested_last_rights = rights
+        return hpa
+
+    def nested_exit(self, reason, gpa, lin, access, final, rights):
+        """Leave guest mode for an EPT violation or misconfiguration. Qualification: bit
+        0/1/2 the access was a read/write/fetch, bits 3-5 what the mapping allowed, bit 7
+        the linear address is valid, bit 8 it was the final translation (not an access to
+        a guest page-table entry)."""
+        self.guest_physical_address = gpa
+        self.guest_linear_address = lin
+        qual: cython.uint = (1 << access) | ((rights & 7) << 3) | 0x80 | (0x100 if final else 0)
+        self.vm_exit(reason, qual if reason == VMX_EPT_VIOLATION else 0, 0)
+        return 0
 
     def access_ok(self, rights, write, user):
         """SDM 4.6: user accesses need U/S=1 (and R/W=1 to write); supervisor writes need
@@ -865,7 +1007,7 @@ class CPU:
         if (lin >> 12) + 1 != self.fetch_page:
             pa: cython.uint = lin
             if self.paging:
-                pa = self.page_walk(lin, False, True)     # code fetch: a read of the page
+                pa = self.translate_fetch(lin)
             frame = self.phys_frame(pa, 1, False)
             self.fetch_page = (lin >> 12) + 1
             self.fetch_frame = frame
@@ -2523,6 +2665,7 @@ class CPU:
             self.cr2 = v
         elif n == 3:
             self.cr3 = v & (PAGE_FRAME | 0x18)          # PWT, PCD kept; the rest is ignored
+            self.cr3_loads += 1
             self.flush_tlb(True)                        # global pages survive a CR3 load
         else:
             if v & ~cython.cast(cython.uint, CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE):
@@ -2542,7 +2685,7 @@ class CPU:
         if (v ^ self.cr0) & (CR0_PG | CR0_WP | CR0_PE):
             self.flush_tlb(False)
         self.cr0 = v
-        self.paging = (v & CR0_PG) != 0
+        self.paging = (v & CR0_PG) != 0 or self.nested
         self.protected = (v & CR0_PE) != 0
         return 0
 
@@ -3208,6 +3351,7 @@ class CPU:
         if self.vm_controls & CTL_INTR_WINDOW and self.eflags & F_IF and \
                 self.icount != self.inhibit_at:
             self.exit_reason = VMX_INTR_WINDOW  # the guest can take an interrupt now
+            self.idt_vectoring = -1
             self.exit_qualification = self.exit_instruction_length = 0
             return EXIT_VMEXIT
         if self.intr_pending and self.eflags & F_IF and self.icount != self.inhibit_at:
@@ -3223,6 +3367,11 @@ class CPU:
             except CPUFault as f:
                 self.regs[4] = esp
                 return self.raise_exception(f.vector, f.error_code)
+            except VMExitSignal:
+                self.regs[4] = esp
+                self.eip = self.i_start
+                self.idt_vectoring = vector     # taken from the PIC, to be injected again
+                return EXIT_VMEXIT
             self.icount += 1            # the delivery is a step of guest time
             return 0
         if self.is_halted:
@@ -3348,7 +3497,15 @@ class CPU:
                 return EXIT_VMEXIT
             self.eip = self.i_start
             self.regs[4] = self.i_esp
-            r = self.raise_exception(vector, err)
+            try:
+                r = self.raise_exception(vector, err)
+            except VMExitSignal:
+                # a VM exit (nested paging) while delivering the exception: the event is
+                # reported for the VMM to inject again (VT-x's IDT-vectoring information)
+                self.eip = self.i_start
+                self.regs[4] = self.i_esp
+                self.idt_vectoring = vector
+                return EXIT_VMEXIT
             if r:
                 return r
 

@@ -32,6 +32,7 @@ class VMExitReason(enum.IntEnum):
     RDMSR = 31
     WRMSR = 32
     EPT_VIOLATION = 48
+    EPT_MISCONFIG = 49
 
 
 class VMControl(enum.IntFlag):

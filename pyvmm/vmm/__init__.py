@@ -21,16 +21,20 @@ MODES = {"emulate": Emulate, "trap": TrapAndEmulate, "bt": BinaryTranslation, "p
 def hypervisor_memory(mode):
     """The (base, size) of memory the machine should give the VMM of `mode`, or None."""
     from .trap import VMM_BASE, VMM_SIZE
-    return (VMM_BASE, VMM_SIZE) if mode in ("trap", "bt", "pv") else None
+    return (VMM_BASE, VMM_SIZE) if mode in ("trap", "bt", "pv", "hw") else None
 
 
-def create(mode, pc):
-    """The VMM for `mode` on machine `pc`, attached to the guest the loader has set up."""
+def create(mode, pc, paging=None):
+    """The VMM for `mode` on machine `pc`, attached to the guest the loader has set up.
+    `paging` picks hw mode's memory virtualization (None: the mode's default)."""
     try:
         cls = MODES[mode]
     except KeyError:
         raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})") from None
-    vmm = cls(pc)
+    if paging is not None and paging not in getattr(cls, "PAGING", ()):
+        raise VMMUnsupported(f"--paging {paging} is not a choice in {mode} mode "
+                             f"(it has: {', '.join(getattr(cls, 'PAGING', ())) or 'none'})")
+    vmm = cls(pc) if paging is None else cls(pc, paging=paging)
     vmm.attach()
     pc.vmm = vmm
     return vmm

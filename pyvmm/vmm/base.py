@@ -24,6 +24,7 @@ class Bracket:
     name: str
     iterations: int
     exits: Counter = field(default_factory=Counter)
+    memory: dict = field(default_factory=dict)      # memory_stats() counted inside it
     vmm_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -52,10 +53,14 @@ class VMM:
         if op_id:
             from ..machine.devices.bench_marker import OPERATIONS
             self._open = (Bracket(OPERATIONS.get(op_id, f"op{op_id}"), iterations),
-                          Counter(self.stats.count), self.stats.total_seconds, now)
+                          Counter(self.stats.count), self.stats.total_seconds, now,
+                          self.memory_stats())
         elif self._open is not None:
-            bracket, counts, seconds, t0 = self._open
+            bracket, counts, seconds, t0, memory = self._open
             bracket.exits = Counter(self.stats.count) - counts
+            bracket.memory = {k: (None if v is None else v - (memory[k] or 0))
+                              for k, v in self.memory_stats().items()
+                              if k != "shadow pages"}
             bracket.vmm_seconds = self.stats.total_seconds - seconds
             bracket.wall_seconds = now - t0
             self.brackets.append(bracket)
@@ -68,6 +73,20 @@ class VMM:
     # -- what PC.run asks ------------------------------------------------------------------
     def run(self, stop):
         return ExitReason(self.cpu.run(stop))
+
+    def memory_stats(self):
+        """What memory virtualization cost, for `pyvmm compare`: the hardware's TLB and
+        page walks (walk references: paging-structure entries read, the guest's and any
+        nested or shadow tables the MMU walks), the guest's CR3 loads, and what a software
+        MMU (shadow paging) adds; None where the mode has no such thing."""
+        cpu = self.cpu
+        return {"TLB hits": cpu.tlb_hits, "TLB misses": cpu.tlb_misses,
+                "walk refs": cpu.walk_refs, "CR3 switches": self.guest_cr3_loads(),
+                "hidden faults": None, "true faults": None, "PT-write traps": None,
+                "shadow pages": None}
+
+    def guest_cr3_loads(self):
+        return self.cpu.cr3_loads
 
     def interrupts_enabled(self):
         """The guest's IF: may an interrupt wake it from HLT?"""

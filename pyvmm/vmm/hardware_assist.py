@@ -21,8 +21,10 @@ calls, exceptions, CLI/STI/POPF, segment loads, MOV CR3 and INVLPG all run at fu
 in guest mode, and the sensitive instructions that defeat trap-and-emulate behave as on
 bare metal because the guest really is at ring 0.
 
-Memory: guest-physical addresses are the machine's RAM as they are (an identity nested
-mapping); an access beyond it stops the VM (an EPT violation with nothing behind it).
+Memory: nested paging (nested_paging.py, EPT): the processor translates every
+guest-physical address through the VMM's nested tables, which map the guest's RAM and
+devices and nothing else; an access anywhere else is an EPT violation (48) that stops the
+VM with the address named.
 """
 from .. import ExitReason
 from .._core.exits import VMControl, VMExitReason
@@ -30,6 +32,7 @@ from .base import VMM
 from .decoder import decode, segment_of
 from .faults import VirtualFault
 from .guest_memory import GuestMemory, GuestPhysicalError
+from .nested_paging import NestedPageTables
 from .stats import Timer
 
 MASK32 = 0xFFFFFFFF
@@ -80,9 +83,16 @@ class HardwareAssist(VMM):
     mode = "hw"
     CONTROLS = VMControl.HLT_EXITING | VMControl.UNCONDITIONAL_IO_EXITING
 
-    def __init__(self, pc):
+    PAGING = ("nested",)
+
+    def __init__(self, pc, paging="nested"):
         super().__init__(pc)
+        if paging not in self.PAGING:
+            raise ValueError(f"hw mode's memory virtualization is one of {', '.join(self.PAGING)}, "
+                             f"not {paging!r}")
+        self.paging = paging
         self.mem = GuestMemory(self.cpu, pc.memory_size, _GuestView(self.cpu), pc.mmio_ranges())
+        self.nested = None
         self.halted = False
         self.handlers = {
             VMExitReason.HLT: self.exit_hlt,
@@ -90,6 +100,8 @@ class HardwareAssist(VMM):
             VMExitReason.CPUID: self.exit_cpuid,
             VMExitReason.VMCALL: self.exit_vmcall,
             VMExitReason.INTERRUPT_WINDOW: self.exit_interrupt_window,
+            VMExitReason.EPT_VIOLATION: self.exit_ept_violation,
+            VMExitReason.EPT_MISCONFIG: self.exit_ept_violation,
         }
 
     def attach(self):
@@ -98,6 +110,12 @@ class HardwareAssist(VMM):
         cpu.vm_controls = int(self.CONTROLS)
         cpu.interrupt_exiting = True
         cpu.exception_intercept = 0             # the exception bitmap: nothing
+        from . import hypervisor_memory
+        base, size = hypervisor_memory(self.mode)
+        if not cpu.mem.is_mapped(base):
+            cpu.mem_map(base, size)             # (cheaper if the PC was made with it)
+        self.nested = NestedPageTables(cpu, self.pc.memory_size, self.pc.mmio_ranges(), base, size)
+        self.nested.enable()
         # (CPUID always exits in guest mode: the VMM answers it, hypervisor_cpuid)
 
     def interrupts_enabled(self):
@@ -155,6 +173,14 @@ class HardwareAssist(VMM):
         for reg, value in zip(("eax", "ebx", "ecx", "edx"), values):
             cpu.reg_write(reg, value)
         self.resume_after()
+
+    def exit_ept_violation(self):
+        """The guest reached a guest-physical address that is not its memory: a real VMM
+        would emulate a device there or give up; this machine has no such device, so the
+        VM stops with the address and the access named."""
+        self.stop_message = NestedPageTables.describe_violation(self.cpu)
+        self.cpu.last_exit = self.stop_message
+        self.cpu.exit_request = int(ExitReason.UNSUPPORTED)
 
     def exit_vmcall(self):
         # no hypercall interface in this mode: VMCALL is an invalid opcode to the guest

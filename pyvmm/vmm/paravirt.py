@@ -392,6 +392,7 @@ class Paravirtual(TrapAndEmulate):
         self.pin(pgd >> 12)
         v, cpu = self.v, self.cpu
         v.cr3 = pgd
+        self.cr3_loads += 1
         v.cr0 |= 0x80000000
         self.direct = True
         self.shadow = None

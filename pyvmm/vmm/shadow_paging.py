@@ -56,6 +56,11 @@ class ShadowPageTables:
     def root(self):
         return self.pd
 
+    @property
+    def pages_in_use(self):
+        """Shadow page-table pages now built: the directory and its tables."""
+        return 1 + len(self.tables)
+
     def flush(self):
         """Drop every shadow entry (a guest CR3 load, or the pool running out)."""
         pd = bytearray(4096)

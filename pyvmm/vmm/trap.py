@@ -71,6 +71,7 @@ class TrapAndEmulate(VMM):
         self.v = VirtualCPU()
         self.mem = GuestMemory(self.cpu, pc.memory_size, self.v, pc.mmio_ranges())
         self.shadow = None              # shadow page tables, once the guest turns paging on
+        self.cr3_loads = 0              # the guest's MOV to CR3, emulated
         self.decoded = {}               # (EIP, bytes) -> decoded trapping instruction
         self.emulators = {
             "cli": self.op_cli, "sti": self.op_sti, "hlt": self.op_hlt,
@@ -153,6 +154,18 @@ class TrapAndEmulate(VMM):
     # ------------------------------------------------------------------------------------
     # The run loop
     # ------------------------------------------------------------------------------------
+    def guest_cr3_loads(self):
+        return self.cr3_loads
+
+    def memory_stats(self):
+        stats = super().memory_stats()
+        shadow = self.shadow
+        stats.update({"hidden faults": shadow.hidden_faults if shadow else 0,
+                      "true faults": shadow.true_faults if shadow else 0,
+                      "PT-write traps": 0,     # a virtual TLB: the guest's tables are not watched
+                      "shadow pages": shadow.pages_in_use if shadow else 0})
+        return stats
+
     def interrupts_enabled(self):
         return self.get_vif()
 
@@ -723,6 +736,7 @@ class TrapAndEmulate(VMM):
             v.cr2 = value
         elif n == 3:
             v.cr3 = value
+            self.cr3_loads += 1
             if v.cr0 & 0x80000000:
                 self.shadow.flush()                 # a new address space: a new shadow
         elif n == 4:
