@@ -163,6 +163,7 @@ static uint32_t writable_page(uint32_t k)
 static uint32_t cow_page(uint32_t i, uint32_t k) { return writable_page((i * 7 + k * 11) % WRITABLE_PAGES); }
 
 static uint32_t generation;             /* the parent's counter, word 0 of GEN_PAGE */
+static uint32_t written_va[COW_WRITES]; /* this iteration's cow_page(i, k) */
 
 /* Check, through the current CR3, the words 0, 1 and 1023 of every user page: the
  * parent's (pattern, and its counter), plus, for a child, what it wrote at word 1 of its
@@ -176,7 +177,7 @@ static uint32_t check_space(uint32_t i, uint32_t written)
             uint32_t w0 = va == GEN_PAGE && generation ? generation : pattern(va);
             uint32_t w1 = pattern(va + 4);
             for (uint32_t k = 0; k < written; k++)
-                if (cow_page(i, k) == va)
+                if (written_va[k] == va)
                     w1 = child_mark(i, va);
             wrong += (rd(va) != w0) + (rd(va + 4) != w1) + (rd(va + 4092) != pattern(va + 4092));
         }
@@ -322,7 +323,7 @@ static void fork_cow(uint32_t i, struct tally *t)
     write_cr3(child);
     t->child_wrong += check_space(i, 0) != 0;
     for (uint32_t k = 0; k < COW_WRITES; k++) {
-        uint32_t va = cow_page(i, k);
+        uint32_t va = written_va[k] = cow_page(i, k);
         expect_cr2 = va + 4;
         wr(va + 4, 0);                  /* faults: the copy */
         wr(va + 4, child_mark(i, va));  /* does not */
@@ -336,7 +337,7 @@ static void fork_cow(uint32_t i, struct tally *t)
         for (uint32_t p = 0; p < regions[r].pages; p++) {
             uint32_t va = regions[r].base + p * 4096, want = PTE_A;
             for (uint32_t k = 0; k < COW_WRITES; k++)
-                if (cow_page(i, k) == va)
+                if (written_va[k] == va)
                     want |= PTE_D;
             t->dirty_wrong += (*pte_of(child, va) & (PTE_A | PTE_D)) != want;
         }
