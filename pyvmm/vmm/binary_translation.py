@@ -30,7 +30,7 @@ from .. import ExitReason
 from .binary_translator import WINDOW_NOP, TranslationCache, Translator
 from .faults import VirtualFault, VMMUnsupported
 from .guest_memory import GuestPhysicalError
-from .shadow_paging import ShadowPageTables
+from .shadow_paging import PHYSICAL, ShadowPageTables
 from .trap import F_IF, F_TF, MASK32, SHADOW_TABLES_PAGE, VMM_BASE, VMM_SIZE, TrapAndEmulate
 from .trap import UD as UD_VECTOR
 
@@ -97,15 +97,11 @@ class BinaryTranslation(TrapAndEmulate):
         cpu = self.cpu
         if not cpu.cr0 & 0x80000000:
             cpu.reg_write("cr4", 0)
-            cpu.reg_write("cr3", self.shadow.root)
+            self.shadow.switch(self.v.cr3 if self.v.cr0 & 0x80000000 else PHYSICAL)
             cpu.reg_write("cr0", cpu.cr0 | 0x80010000)
-            self.shadow.flush()
 
     def write_cr(self, n, value):
-        paging_before = self.v.cr0 & 0x80000000
         super().write_cr(n, value)
-        if n == 0 and bool(paging_before) != bool(self.v.cr0 & 0x80000000):
-            self.shadow.flush()
         self.real_paging_on()
         if n in (0, 3, 4):
             # another address space (or none): the translations may not map the same code

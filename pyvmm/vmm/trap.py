@@ -162,8 +162,9 @@ class TrapAndEmulate(VMM):
         shadow = self.shadow
         stats.update({"hidden faults": shadow.hidden_faults if shadow else 0,
                       "true faults": shadow.true_faults if shadow else 0,
-                      "PT-write traps": 0,     # a virtual TLB: the guest's tables are not watched
-                      "shadow pages": shadow.pages_in_use if shadow else 0})
+                      "PT-write traps": shadow.pt_write_traps if shadow else 0,
+                      "shadow pages": shadow.pages_in_use if shadow else 0,
+                      "shadow reuses": shadow.reuses if shadow else 0})
         return stats
 
     def interrupts_enabled(self):
@@ -243,6 +244,8 @@ class TrapAndEmulate(VMM):
             with self.stats_timer("page fault (hidden)") as t:
                 guest_error = self.shadow.page_fault(cpu.cr2, error_code, cpu.cpl == 3)
                 if guest_error is None:
+                    if self.shadow.last_fault != "hidden":
+                        t.reason = f"page fault ({self.shadow.last_fault})"
                     return          # the shadow maps it now: the instruction runs again
                 t.reason = "exception #PF (reflected)"
                 self.v.cr2 = cpu.cr2
@@ -724,10 +727,10 @@ class TrapAndEmulate(VMM):
                 if self.shadow is None:
                     self.shadow = ShadowPageTables(cpu, self.mem, VMM_BASE, VMM_SIZE,
                                                    SHADOW_TABLES_PAGE, self.stats)
-                if not was_paging or (v.cr0 ^ old) & 0x10000:
-                    self.shadow.flush()             # new translations, or new WP rights
+                elif was_paging and (v.cr0 ^ old) & 0x10000:
+                    self.shadow.flush()             # new WP rights: every entry changes
                 cpu.reg_write("cr4", 0)             # the shadow uses 4 KiB pages only
-                cpu.reg_write("cr3", self.shadow.root)
+                self.shadow.switch(v.cr3)
                 real |= 0x80010000                  # PG, and WP so clean pages can trap
             else:
                 real &= ~0x80010000
@@ -738,7 +741,7 @@ class TrapAndEmulate(VMM):
             v.cr3 = value
             self.cr3_loads += 1
             if v.cr0 & 0x80000000:
-                self.shadow.flush()                 # a new address space: a new shadow
+                self.shadow.switch(value)           # that address space's shadow, cached or new
         elif n == 4:
             if value & ~0x3FF:
                 raise VirtualFault(GP, 0)

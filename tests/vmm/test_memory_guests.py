@@ -98,12 +98,16 @@ def test_nested_paging_takes_no_page_fault_exits(runs, name):
     assert all(b["exits"] == {"I/O instruction (30)": 1} for b in run.brackets)
 
 
-def test_cr3_reloads_empty_the_shadow_global_pages_or_not(runs):
-    """tlbstress: reloading CR3 before each sweep of 128 pages refills the shadow each time
-    (about one hidden fault per access), and marking the pages global does not help: the
-    VMM drops the whole shadow at every MOV CR3."""
+def test_cr3_reloads_keep_the_cached_shadow(runs):
+    """tlbstress: reloading CR3 before each sweep of 128 pages finds that address space's
+    shadow cached (the page tables did not change, so nothing is out of sync): the sweeps
+    after the first cost no hidden faults, global pages or not; and the same phases under
+    nested paging cost no exits at all."""
     run, _ = runs("tlbstress", "trap")
     phases = {b["op"]: b for b in run.brackets}
     for op in ("cr3 reload", "cr3 global"):
-        assert phases[op]["exits"][HIDDEN] >= phases[op]["iterations"]
-    assert phases["tlb fits"]["exits"][HIDDEN] < phases["tlb fits"]["iterations"] / 100
+        memory = phases[op]["memory"]
+        assert memory["CR3 switches"] >= 16 and memory["shadow reuses"] >= memory["CR3 switches"] - 1
+        # a few refills where the guest changed its entries, not a refill per access
+        assert phases[op]["exits"].get(HIDDEN, 0) < phases[op]["iterations"] / 8
+    assert phases["tlb fits"]["exits"].get(HIDDEN, 0) < phases["tlb fits"]["iterations"] / 100

@@ -1,0 +1,101 @@
+"""Shadow page tables cached across CR3 switches (pyvmm/vmm/shadow_paging.py) stay true
+to the guest's tables: what the guest changes in an address space that is not current, in
+the one that is (then INVLPG), or in a page directory, is what it sees afterwards, exactly
+as on the bare machine, under every mode that shadows (trap, bt, and pv for a kernel
+without hypercalls)."""
+import io
+import struct
+
+import pytest
+
+from pyvmm.machine import PC
+from pyvmm.vmm import create, hypervisor_memory
+from tests.asm import assemble
+
+CODE = 0x10000
+PD_A, PD_B, PT_LOW, PT_X, PT_Y = 0x20000, 0x21000, 0x22000, 0x23000, 0x24000
+F1, F2, F3 = 0x30000, 0x31000, 0x32000        # data frames holding 0x1111, 0x2222, 0x3333
+P_RW = 0x3
+
+# Both address spaces map 0-4 MiB through one shared table (identity) and 4-8 MiB through
+# PT_X, whose entry 0 maps F1. Results go to EBX, ECX, EDX, ESI, EDI.
+PROGRAM = f"""
+    mov eax, {PD_A}
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov ebx, [0x400000]  # A: F1 (0x1111), the shadow of A is filled
+    mov eax, {PD_B}
+    mov cr3, eax
+    mov eax, [0x400000]  # B: the same, its own shadow filled
+    mov dword ptr [{PT_X}], {F2 | P_RW}  # in B, remap the page A and B share: no INVLPG
+    mov eax, {PD_A}
+    mov cr3, eax  # back to A: its cached shadow must not show F1
+    mov ecx, [0x400000]  # 0x2222
+    mov dword ptr [{PT_X}], {F3 | P_RW}  # in A itself, then INVLPG
+    invlpg [0x400000]
+    mov edx, [0x400000]  # 0x3333
+    mov eax, {PD_B}
+    mov cr3, eax
+    mov dword ptr [{PD_A + 4}], {PT_Y | P_RW}  # in B, A's directory entry 1 -> PT_Y (F1)
+    mov eax, {PD_A}
+    mov cr3, eax
+    mov esi, [0x400000]  # 0x1111 through the new directory entry
+    mov dword ptr [{PT_Y}], 0  # unmap it, INVLPG, and touch it: a true #PF
+    invlpg [0x400000]
+    mov edi, 0x5A5A
+    mov edi, [0x400000]
+    hlt
+pf_handler:
+    mov edi, 0xDEAD  # the guest own #PF handler saw it
+    hlt
+"""
+
+
+def machine(mode):
+    pc = PC(memory=16 << 20, console=io.BytesIO(), debugcon=io.BytesIO(),
+            hypervisor_memory=hypervisor_memory(mode) if mode != "emulate" else None)
+    cpu = pc.cpu
+    code = assemble(PROGRAM, CODE)
+    cpu.mem_write(CODE, code)
+    handler = CODE + code.index(b"\xbf\xad\xde\x00\x00")   # mov edi, 0xDEAD
+    idt = bytearray(8 * 32)
+    struct.pack_into("<HHHH", idt, 8 * 14, handler & 0xFFFF, 0x08, 0x8E00, handler >> 16)
+    cpu.mem_write(0x9000, bytes(idt))
+    cpu.reg_write("idtr_base", 0x9000)
+    cpu.reg_write("idtr_limit", len(idt) - 1)
+    from pyvmm.machine.multiboot import GDT, GDT_ADDRESS
+    cpu.mem_write(GDT_ADDRESS, GDT)
+    cpu.reg_write("gdtr_base", GDT_ADDRESS)
+    cpu.reg_write("gdtr_limit", len(GDT) - 1)
+    cpu.reg_write("cs", 0x08)
+    for seg in ("ds", "es", "ss"):
+        cpu.reg_write(seg, 0x10)
+    cpu.reg_write("esp", 0x90000)
+    for pd in (PD_A, PD_B):
+        cpu.mem_write(pd, struct.pack("<2I", PT_LOW | P_RW, PT_X | P_RW))
+    cpu.mem_write(PT_LOW, struct.pack("<1024I", *((i << 12) | P_RW for i in range(1024))))
+    cpu.mem_write(PT_X, struct.pack("<I", F1 | P_RW))
+    cpu.mem_write(PT_Y, struct.pack("<I", F1 | P_RW))
+    for frame, value in ((F1, 0x1111), (F2, 0x2222), (F3, 0x3333)):
+        cpu.mem_write(frame, struct.pack("<I", value))
+    cpu.reg_write("eip", CODE)
+    vmm = create(mode, pc) if mode != "emulate" else None
+    return pc, vmm
+
+
+@pytest.mark.parametrize("mode", ["emulate", "trap", "bt", "pv"])
+def test_cached_shadows_follow_every_change_the_guest_makes(mode):
+    pc, vmm = machine(mode)
+    result = pc.run(10_000)
+    assert result.reason == "halt", result.message
+    cpu = pc.cpu
+    seen = [cpu.reg_read(r) for r in ("ebx", "ecx", "edx", "esi", "edi")]
+    assert seen == [0x1111, 0x2222, 0x3333, 0x1111, 0xDEAD]
+    if vmm is not None:
+        shadow = vmm.shadow
+        memory = vmm.memory_stats()
+        assert memory["CR3 switches"] == 5 and shadow.reuses >= 3
+        assert shadow.pt_write_traps >= 2          # PT_X written in B, then in A
+        assert memory["true faults"] == 1
