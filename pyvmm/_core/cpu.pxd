@@ -114,6 +114,7 @@ cdef class CPU:
     cdef public int idt_vectoring        # the event whose delivery an exit interrupted, else -1
     cdef bint nested                     # nested paging on (the nested_paging property)
     cdef public unsigned int nested_root # host-physical nested page directory (VT-x: EPTP)
+    cdef public unsigned int cr0_mask, cr0_read_shadow, cr4_mask, cr4_read_shadow  # VMCS
     cdef unsigned int nested_last_rights # R/W/X of the last nested translation
     cdef public object last_exit         # detail of the last exit (fault, ...)
     cdef public unsigned int hypervisor_leaf_ebx, hypervisor_leaf_ecx, hypervisor_leaf_edx
@@ -161,6 +162,7 @@ cdef class CPU:
                          unsigned int rights) except -1
     cdef bint access_ok(self, unsigned int rights, bint write, bint user) noexcept
     cdef int page_fault(self, unsigned int lin, unsigned int err) except -1
+    cdef unsigned int guest_cr0(self) noexcept
     cdef void flush_tlb(self, bint keep_global) noexcept
     cdef void invlpg(self, unsigned int lin) noexcept
 

@@ -279,6 +279,7 @@ class CPU:
         self.exit_reason = self.exit_qualification = self.exit_instruction_length = 0
         self.guest_physical_address = self.guest_linear_address = 0
         self.idt_vectoring = -1
+        self.cr0_mask = self.cr0_read_shadow = self.cr4_mask = self.cr4_read_shadow = 0
         self.nested = False
         self.nested_root = 0
         self.last_exit = None
@@ -955,9 +956,19 @@ class CPU:
         return not write or (rights & PTE_RW) != 0 or not self.cr0 & CR0_WP
 
     def page_fault(self, lin, err):
-        self.cr2 = lin
+        if self.guest_mode and (self.exception_intercept >> PF) & 1:
+            # SDM 27.1: a #PF that exits leaves CR2 alone (it is the guest's); the address
+            # is the exit qualification
+            self.exit_qualification = lin
+        else:
+            self.cr2 = lin
         self.fault(PF, err)
         return 0
+
+    def guest_cr0(self):
+        """CR0 as guest mode shows it: the bits the VMM owns (cr0_mask) from the read
+        shadow (SDM 25.6.6); outside guest mode the mask is 0."""
+        return (self.cr0 & ~self.cr0_mask) | (self.cr0_read_shadow & self.cr0_mask)
 
     def flush_tlb(self, keep_global):
         """Drop TLB entries (all, or all but global pages, as a CR3 load does)."""
@@ -1807,6 +1818,10 @@ class CPU:
         elif op == 0x06:                                # CLTS
             if self.cpl != 0:
                 self.fault(GP, 0)
+            if self.cr0_mask & CR0_TS:                  # the VMM owns TS (guest mode)
+                if self.cr0_read_shadow & CR0_TS:
+                    self.vm_exit(VMX_CR_ACCESS, 0x20, self.cur.len)
+                return 0
             self.cr0 &= ~CR0_TS
         elif op == 0x08 or op == 0x09:                  # INVD, WBINVD: no caches to write back
             if self.cpl != 0:
@@ -2460,12 +2475,21 @@ class CPU:
         base: cython.uint
         limit: cython.uint
         if op == 4:                                     # SMSW: r32 gets all of CR0
-            self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, self.cr0)
+            self.write_rm(self.cur.opsize if self.cur.mod == 3 else 2, self.guest_cr0())
             return 0
         if op >= 6 and self.cpl != 0:
             self.fault(GP, 0)
         if op == 6:                                     # LMSW: PE MP EM TS; cannot clear PE
             v: cython.uint = self.read_rm(2)
+            if self.cr0_mask & 0xF:
+                # guest mode: an owned bit changed exits (qualification: type 3, the source
+                # data in bits 16-31); clearing PE is no change, LMSW cannot
+                diff: cython.uint = (v ^ self.cr0_read_shadow) & self.cr0_mask & 0xF
+                if self.cr0_read_shadow & CR0_PE and not v & CR0_PE:
+                    diff &= ~cython.cast(cython.uint, CR0_PE)
+                if diff:
+                    self.vm_exit(VMX_CR_ACCESS, 0x30 | ((v & 0xFFFF) << 16), self.cur.len)
+                v = (v & ~self.cr0_mask) | (self.cr0 & self.cr0_mask)
             self.write_cr0((self.cr0 & ~cython.cast(cython.uint, 0xE)) | (v & 0xF) | (self.cr0 & CR0_PE))
             return 0
         if op == 7:                                     # INVLPG m
@@ -2656,9 +2680,20 @@ class CPU:
             self.vm_exit(VMX_CR_ACCESS, 3 | (0x10 if op == 0x20 else 0) | (self.cur.rm << 8),
                          self.cur.len)
         if op == 0x20:
-            self.regs[self.cur.rm] = (self.cr0, 0, self.cr2, self.cr3, self.cr4)[n]
+            self.regs[self.cur.rm] = (self.guest_cr0(), 0, self.cr2, self.cr3,
+                                      (self.cr4 & ~self.cr4_mask) | (self.cr4_read_shadow & self.cr4_mask))[n]
             return 0
         v = self.regs[self.cur.rm]
+        if n == 0 or n == 4:
+            # guest mode: changing a bit the VMM owns exits; the owned bits keep their
+            # real values otherwise (SDM 25.1.3, 25.6.6)
+            if (v ^ (self.cr0_read_shadow if n == 0 else self.cr4_read_shadow)) & \
+                    (self.cr0_mask if n == 0 else self.cr4_mask):
+                self.vm_exit(VMX_CR_ACCESS, n | (self.cur.rm << 8), self.cur.len)
+            if n == 0:
+                v = (self.cr0 & self.cr0_mask) | (v & ~self.cr0_mask)
+            else:
+                v = (self.cr4 & self.cr4_mask) | (v & ~self.cr4_mask)
         if n == 0:
             self.write_cr0(v)
         elif n == 2:

@@ -73,11 +73,15 @@ class ShadowTable:
 
 class ShadowPageTables:
     def __init__(self, cpu, guest_memory, vmm_base, vmm_size, first_free_page, stats,
-                 pool_end=None):
+                 pool_end=None, map_vmm=True):
         self.cpu = cpu
         self.mem = guest_memory
         self.stats = stats
         self.vmm_base = vmm_base
+        # a software VMM's own region (its GDT, IDT, these tables) is mapped, supervisor
+        # only, at the top of every shadow; a hardware-assisted guest runs at ring 0 and
+        # must not see it at all (map_vmm False), and may use those linear addresses
+        self.map_vmm = map_vmm
         self.vmm_pt = vmm_base + (first_free_page << 12)         # maps the VMM's 4 MiB
         self.pool_start = self.vmm_pt + 0x1000
         self.pool_end = pool_end or vmm_base + vmm_size
@@ -155,8 +159,9 @@ class ShadowPageTables:
                 self._drop_all()
                 pd = self._page()
             root = ShadowRoot(key, pd)
-            self.cpu.mem_write(pd + (self.vmm_base >> 22) * 4,
-                               struct.pack("<I", self.vmm_pt | PTE_P | PTE_RW))
+            if self.map_vmm:
+                self.cpu.mem_write(pd + (self.vmm_base >> 22) * 4,
+                                   struct.pack("<I", self.vmm_pt | PTE_P | PTE_RW))
             self.roots[key] = root
         self.current = root
         self.cpu.reg_write("cr3", root.pd)          # (and the hardware TLB is flushed)
@@ -317,7 +322,7 @@ class ShadowPageTables:
         """The guest has paging off, but the hardware keeps it on (so that pages can be
         protected): guest-linear is guest-physical, every page readable and writable."""
         page = lin & 0xFFFFF000
-        if (lin >> 22) == (self.vmm_base >> 22):
+        if self.map_vmm and (lin >> 22) == (self.vmm_base >> 22):
             raise VMMUnsupported(f"the guest reached {lin:#010x}, inside the VMM's 4 MiB")
         if not self.mem._phys_ok(page, 0x1000):
             self.mem.read_phys(page, 0x1000)             # raises GuestPhysicalError
@@ -352,7 +357,7 @@ class ShadowPageTables:
         if not allowed:
             self.true_faults += 1
             return guest_error | 1
-        if (lin >> 22) == (self.vmm_base >> 22):
+        if self.map_vmm and (lin >> 22) == (self.vmm_base >> 22):
             raise VMMUnsupported(f"the guest maps {lin:#010x}, inside the VMM's 4 MiB at the "
                                  f"top of the address space")
         mem.translate(lin, write, user)      # the guest's A (and D) bits, as the CPU sets them
