@@ -13,8 +13,8 @@ The ABI is docs/hypercall-abi.md. The mechanism, on the same classic hardware as
   #UD, which the VMM takes as the hypercall (number in EAX, arguments in EBX...EDI);
 * the interrupt flag becomes a byte in the shared info page that the guest writes without
   any exit; the VMM turns device interrupts into *events* (it acknowledges the interrupt
-  controllers itself) and delivers them through the guest's registered trap table when
-  that byte allows, or marks them pending;
+  controllers itself) and delivers them through the guest's registered trap table (or its
+  IDT, if it registered none) when that byte allows, or marks them pending;
 * page tables are the guest's own (direct paging): the VMM validates a directory once when
   it is first loaded (`set_cr3`), keeps every page-table page read-only, and applies the
   guest's changes in batches (`mmu_update`, `multicall`) after checking each entry.
@@ -95,7 +95,10 @@ class Paravirtual(TrapAndEmulate):
     # -- the virtual interrupt flag: a byte the guest writes itself, once registered ------
     @property
     def event_mode(self):
-        return self.trap_table is not None and self.shared_info is not None
+        """The shared info page is registered: interrupts are events, the guest's flag is
+        its events_enabled byte (delivery through the trap table, or the guest's IDT if it
+        registered none)."""
+        return self.shared_info is not None
 
     def get_vif(self):
         if self.event_mode:
@@ -119,19 +122,27 @@ class Paravirtual(TrapAndEmulate):
         while True:
             if cpu.intr_line:
                 self.take_interrupt()
-            if self.events:
-                if self.get_vif() and cpu.icount != cpu.inhibit_at:
-                    with self.stats_timer("event (delivered)"):
-                        self.deliver_event()
-                    if cpu.exit_request:
-                        r, cpu.exit_request = cpu.exit_request, 0
-                        return ExitReason(r)
-                else:
-                    self.mark_pending()
+            while self.events and self.get_vif() and cpu.icount != cpu.inhibit_at:
+                with self.stats_timer("event (delivered)"):
+                    self.deliver_event()
+                if cpu.exit_request:
+                    r, cpu.exit_request = cpu.exit_request, 0
+                    return ExitReason(r)
+            if self.events and not self.get_vif():
+                self.mark_pending()
             if v.halted:
                 return ExitReason.HLT
-            reason = ExitReason(cpu.run(stop))
+            if self.events and self.get_vif():
+                # events are on, but an STI (or MOV SS) shadow covers the next instruction:
+                # run that one alone, then deliver (the hardware's interrupt window)
+                reason = ExitReason(cpu.run(min(stop, cpu.icount + 1)))
+                if reason == ExitReason.COUNT and cpu.icount < stop:
+                    continue
+            else:
+                reason = ExitReason(cpu.run(stop))
             r = self.handle(reason)
+            if r == ExitReason.HLT and self.events and self.get_vif():
+                continue                # (STI; HLT with an event waiting: it wakes at once)
             if r is not None:
                 return r
 
@@ -247,9 +258,7 @@ class Paravirtual(TrapAndEmulate):
             if address == 0:
                 break
             entries[vector] = (flags, cs, address)
-        was = self.event_mode
         self.trap_table = entries
-        self.enter_event_mode(was)
         return 0
 
     def hc_stack_switch(self, ss, esp, *_):
@@ -259,18 +268,22 @@ class Paravirtual(TrapAndEmulate):
     def hc_set_shared_info(self, gpa, *_):
         if gpa & 0xFFF or gpa + 0x1000 > self.pc.memory_size:
             raise HypercallError(EINVAL)
-        was = self.event_mode
+        first = self.shared_info is None
         self.shared_info = gpa
-        self.enter_event_mode(was)
+        if first:
+            self.enter_event_mode()
         return 0
 
-    def enter_event_mode(self, was):
+    def enter_event_mode(self):
         """From now on the interrupt flag is the shared byte and the hardware's IF stays on
         (the VMM must get every interrupt: the guest's flag only decides delivery)."""
-        if self.event_mode and not was:
-            self.mem.write_phys(self.shared_info, bytes([1 if self.v.vif else 0]))
-            cpu = self.cpu
-            cpu.reg_write("eflags", cpu.reg_read("eflags") | F_IF)
+        self.mem.write_phys(self.shared_info, bytes([1 if self.v.vif else 0]))
+        cpu = self.cpu
+        cpu.reg_write("eflags", cpu.reg_read("eflags") | F_IF)
+        # The loop running now is trap mode's, which would inject an interrupt by the
+        # shared byte but never queue it as an event: leave it, so that run() starts over
+        # with the event loop.
+        cpu.request_exit()
 
     def hc_set_timer(self, microseconds, vector, *_):
         if microseconds == 0:

@@ -27,8 +27,15 @@ def test_guest_runs_identically_in_guest_mode(name):
     bare_out, bare, _ = boot(name, "emulate")
     out, result, vmm = boot(name, "hw")
     assert out.getvalue() == bare_out.getvalue()     # popek-goldberg: every probe passes
-    assert (result.reason, result.status, result.instructions) == \
-        (bare.reason, bare.status, bare.instructions)
+    assert (result.reason, result.status) == (bare.reason, bare.status)
+    if name == "popek-goldberg":
+        # it looks for pyvmm's paravirtual ABI at boot: hw's CPUID shows the signature (ABI
+        # version 0: the native path), which the kernel compares to the end and follows
+        # with the version leaf, a few instructions more than bare, where none is shown
+        assert vmm.stats.count["CPUID (10)"] == 2
+        assert 0 < result.instructions - bare.instructions < 200
+    else:
+        assert result.instructions == bare.instructions
     assert set(vmm.stats.count) <= {"I/O instruction (30)", "HLT (12)", "CPUID (10)",
                                     "interrupt injection (VM entry)", "external interrupt (1)",
                                     "interrupt window (7)"}

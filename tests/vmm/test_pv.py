@@ -221,3 +221,106 @@ def test_direct_paging_refuses_mappings_that_would_make_page_tables_writable(cr4
     # shutdown(-result): EPERM (1) gives status 3
     assert result.reason == "exit" and result.status == 3, (why, result.message)
     assert vmm.direct and pc.cpu.cr3 == 0x200000
+
+
+# Events from the local APIC: a self-IPI (vector 0x41) sent while events are off. The
+# shared info page is at 0x80000, the results from 0x81000 on.
+APIC_EVENTS = """
+    .macro hypercall nr
+        mov eax, \\nr
+        vmcall
+    .endm
+    .set shared, 0x80000
+    .set out, 0x81000
+        mov ebx, shared
+        hypercall 3                     /* set_shared_info: events are the byte from now on */
+        {delivery}
+        mov dword ptr [0xfee000f0], 0x1ff        /* the APIC on */
+        {events_off}
+        mov dword ptr [0xfee00300], 0x44041      /* self-IPI, vector 0x41 */
+        mov ecx, 50
+    1:  loop 1b
+        mov eax, [count]
+        mov [out], eax                  /* 0: it waits */
+        movzx eax, byte ptr [shared + 1]
+        mov [out + 4], eax              /* event_pending */
+        mov eax, [shared + 4]
+        mov [out + 8], eax              /* pending_vector */
+        {events_on}
+        mov [out + 12], eax             /* the count in the shadow (STI), or 0 */
+        mov eax, [count]
+        mov [out + 16], eax             /* 1: in exactly once */
+        movzx eax, byte ptr [shared + 1]
+        mov [out + 20], eax             /* event_pending, cleared */
+        movzx eax, byte ptr [shared]
+        mov [out + 24], eax             /* events back on after the handler's IRET */
+        /* again, and halt right after STI: the waiting event wakes the kernel at once */
+        cli
+        mov dword ptr [0xfee00300], 0x44041
+        sti
+        hlt
+        mov eax, [count]
+        mov [out + 32], eax             /* 2 */
+        mov ebx, 0
+        hypercall 11
+    handler:
+        push eax
+        inc dword ptr [count]
+        movzx eax, byte ptr [shared]
+        mov [out + 28], eax             /* events off in the handler */
+        pop eax
+        iretd                           /* trapped and emulated: events back on */
+        .align 8
+    traps:  .byte 0x41, 4
+            .word 0x08
+            .long handler
+            .long 0, 0
+    idtr: .word 0x42 * 8 - 1
+          .long idt
+    idt: .rept 0x42
+         .quad 0
+         .endr
+    count: .long 0
+"""
+THROUGH_THE_IDT = """
+        mov eax, offset handler
+        mov word ptr [idt + 0x41 * 8], ax
+        mov word ptr [idt + 0x41 * 8 + 2], 0x08
+        mov word ptr [idt + 0x41 * 8 + 4], 0x8E00
+        shr eax, 16
+        mov word ptr [idt + 0x41 * 8 + 6], ax
+        lidt [idtr]                     /* trapped: the kernel keeps its IDT */
+"""
+THROUGH_THE_TRAP_TABLE = """
+        mov ebx, offset traps
+        hypercall 1
+"""
+
+
+@pytest.mark.parametrize("delivery, events_off, events_on, shadow", [
+    # the byte written directly, then nop: the ABI's way (guests/pvkernel, popek-goldberg)
+    (THROUGH_THE_IDT, "mov byte ptr [shared], 0",
+     "mov byte ptr [shared], 1\n mov ecx, 50\n 2: loop 2b\n mov eax, [count]\n"
+     " mov [out + 36], eax\n hypercall 13\n xor eax, eax", None),
+    # CLI and STI, trapped and emulated on the same byte: the event waits out STI's shadow
+    (THROUGH_THE_TRAP_TABLE, "cli", "sti\n mov eax, [count]", 0),
+], ids=["idt-store-and-nop", "trap-table-cli-sti"])
+def test_apic_interrupts_become_events_delivered_when_the_kernel_allows(
+        delivery, events_off, events_on, shadow):
+    pc = machine(APIC_EVENTS.format(delivery=delivery, events_off=events_off,
+                                    events_on=events_on))
+    vmm = create("pv", pc)
+    result = pc.run(1_000_000)
+    assert result.reason == "exit" and result.status == 1, result.message
+    word = lambda i: int.from_bytes(pc.cpu.mem_read(0x81000 + 4 * i, 4), "little")
+    waiting, pending, vector, in_shadow, once, cleared, back_on, in_handler, woken = \
+        (word(i) for i in range(9))
+    assert (waiting, pending, vector) == (0, 1, 0x41)       # events off: it waits, marked
+    if shadow is None:
+        assert word(9) == 0             # events on by a store: nothing until the hypercall
+    else:
+        assert in_shadow == shadow      # the instruction after STI runs first
+    assert once == 1 and cleared == 0
+    assert in_handler == 0 and back_on == 1
+    assert woken == 2                   # STI; HLT with an event waiting did not halt for good
+    assert vmm.stats.count["event (delivered)"] == 2
