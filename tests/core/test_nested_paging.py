@@ -161,3 +161,70 @@ def test_exception_delivery_that_meets_a_violation_is_reported(CPU):
     assert run_to_exit(cpu) == ExitReason.VMEXIT
     assert cpu.exit_reason == VMExitReason.EPT_VIOLATION and cpu.idt_vectoring == 0
     assert cpu.eip == CODE + 2
+
+
+# -- the CR0/CR4 guest/host masks and read shadows, and #PF exits (shadow paging's tools) --
+def masked_guest(CPU, source):
+    cpu = CPU()
+    cpu.mem_map(0, 1 << 20)
+    cpu.mem_write(CODE, assemble(source, CODE))
+    cpu.reg_write("esp", 0x8000)
+    cpu.eip = CODE
+    cpu.guest_mode = True
+    cpu.cr0_mask, cpu.cr0_read_shadow = 0x80010001, 0x00000011   # PG, WP, PE: the VMM's
+    cpu.cr4_mask, cpu.cr4_read_shadow = 0x90, 0x10                # PGE, PSE
+    return cpu
+
+
+def test_reads_of_owned_bits_come_from_the_read_shadows(CPU):
+    cpu = masked_guest(CPU, "mov eax, cr0\n smsw ebx\n mov ecx, cr4\n hlt")
+    cpu.reg_write("cr0", 0x00010031)          # real: WP on (owned), NE on (the guest's)
+    assert run_to_exit(cpu) == ExitReason.HLT
+    assert cpu.reg_read("eax") == 0x00000031 and cpu.reg_read("ebx") == 0x00000031
+    assert cpu.reg_read("ecx") == 0x10
+
+
+def test_changing_an_owned_bit_exits_and_other_bits_change_in_place(CPU):
+    cpu = masked_guest(CPU, "mov eax, 0x19\n mov cr0, eax\n mov eax, 0x80000011\n mov cr0, eax\n hlt")
+    cpu.reg_write("cr0", 0x00010011)
+    assert run_to_exit(cpu) == ExitReason.VMEXIT
+    # the first write only sets TS (not owned): done, WP (owned, clear in the shadow)
+    # kept; the second sets PG, which the read shadow says is clear: a CR-access exit,
+    # MOV to CR0 from EAX
+    assert cpu.cr0 == 0x00010019
+    assert cpu.exit_reason == VMExitReason.CR_ACCESS and cpu.exit_qualification == 0
+    assert cpu.eip == CODE + 13 and cpu.exit_instruction_length == 3
+
+
+def test_lmsw_and_clts_on_owned_bits(CPU):
+    # LMSW cannot clear PE, so 0 changes no owned bit; TS is not owned: no exits
+    cpu = masked_guest(CPU, "mov ax, 0x0\n lmsw ax\n mov ax, 0x9\n lmsw ax\n hlt")
+    assert run_to_exit(cpu) == ExitReason.HLT and cpu.cr0 & 0x9 == 0x9
+    cpu = masked_guest(CPU, "clts\n hlt")
+    cpu.cr0_mask |= 0x8
+    cpu.cr0_read_shadow |= 0x8                         # the guest thinks TS is set
+    assert run_to_exit(cpu) == ExitReason.VMEXIT
+    assert (cpu.exit_reason, cpu.exit_qualification) == (VMExitReason.CR_ACCESS, 0x20)
+
+
+def test_lmsw_setting_an_owned_bit_exits_with_its_operand(CPU):
+    cpu = masked_guest(CPU, "mov ax, 0x8\n lmsw ax\n hlt")
+    cpu.cr0_mask |= 0x8                                # TS owned, shadow clear
+    assert run_to_exit(cpu) == ExitReason.VMEXIT
+    assert (cpu.exit_reason, cpu.exit_qualification) == (VMExitReason.CR_ACCESS, 0x30 | (0x8 << 16))
+
+
+def test_an_intercepted_page_fault_leaves_cr2_alone(CPU):
+    cpu = masked_guest(CPU, "mov eax, [0x400000]\n hlt")
+    # 0-1 MiB identity mapped, 4 MiB up not present
+    cpu.mem_write(0x10000, struct.pack("<2I", 0x11000 | 3, 0))
+    cpu.mem_write(0x11000, struct.pack("<256I", *((i << 12) | 3 for i in range(256))))
+    cpu.reg_write("cr3", 0x10000)
+    cpu.reg_write("cr0", 0x80010011)
+    cpu.cr2 = 0x1234                                   # the guest's CR2
+    cpu.exception_intercept = 1 << 14
+    assert run_to_exit(cpu) == ExitReason.EXCEPTION
+    assert cpu.last_exit.vector == 14 and cpu.last_exit.error_code == 0
+    assert cpu.exit_qualification == 0x400000 and cpu.cr2 == 0x1234
+    cpu.guest_mode = False                             # outside guest mode, CR2 as always
+    assert run_to_exit(cpu) == ExitReason.EXCEPTION and cpu.cr2 == 0x400000

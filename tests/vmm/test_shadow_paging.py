@@ -1,8 +1,8 @@
 """Shadow page tables cached across CR3 switches (pyvmm/vmm/shadow_paging.py) stay true
 to the guest's tables: what the guest changes in an address space that is not current, in
 the one that is (then INVLPG), or in a page directory, is what it sees afterwards, exactly
-as on the bare machine, under every mode that shadows (trap, bt, and pv for a kernel
-without hypercalls)."""
+as on the bare machine, under every mode that shadows (trap, bt, pv for a kernel without
+hypercalls, and hw with --paging shadow)."""
 import io
 import struct
 
@@ -11,6 +11,7 @@ import pytest
 from pyvmm.machine import PC
 from pyvmm.vmm import create, hypervisor_memory
 from tests.asm import assemble
+from tests.guest_build import guests_build
 
 CODE = 0x10000
 PD_A, PD_B, PT_LOW, PT_X, PT_Y = 0x20000, 0x21000, 0x22000, 0x23000, 0x24000
@@ -53,7 +54,8 @@ pf_handler:
 """
 
 
-def machine(mode):
+def machine(label):
+    mode, _, paging = label.partition(":")
     pc = PC(memory=16 << 20, console=io.BytesIO(), debugcon=io.BytesIO(),
             hypervisor_memory=hypervisor_memory(mode) if mode != "emulate" else None)
     cpu = pc.cpu
@@ -81,11 +83,11 @@ def machine(mode):
     for frame, value in ((F1, 0x1111), (F2, 0x2222), (F3, 0x3333)):
         cpu.mem_write(frame, struct.pack("<I", value))
     cpu.reg_write("eip", CODE)
-    vmm = create(mode, pc) if mode != "emulate" else None
+    vmm = create(mode, pc, paging=paging or None) if mode != "emulate" else None
     return pc, vmm
 
 
-@pytest.mark.parametrize("mode", ["emulate", "trap", "bt", "pv"])
+@pytest.mark.parametrize("mode", ["emulate", "trap", "bt", "pv", "hw:shadow"])
 def test_cached_shadows_follow_every_change_the_guest_makes(mode):
     pc, vmm = machine(mode)
     result = pc.run(10_000)
@@ -99,3 +101,47 @@ def test_cached_shadows_follow_every_change_the_guest_makes(mode):
         assert memory["CR3 switches"] == 5 and shadow.reuses >= 3
         assert shadow.pt_write_traps >= 2          # PT_X written in B, then in A
         assert memory["true faults"] == 1
+
+
+GUESTS = ["hello", "exceptions", "interrupts", "paging", "usermode", "nanobench",
+          "popek-goldberg", "ptemod", "pagefault", "tlbstress"]
+
+
+def boot(name, mode, paging=None):
+    out = io.BytesIO()
+    pc = PC(console=out, debugcon=io.BytesIO(), hypervisor_memory=hypervisor_memory(mode))
+    pc.boot_multiboot(str(guests_build.build(name, "O2")))
+    vmm = create(mode, pc, paging=paging)
+    return out.getvalue(), pc.run(200_000_000), vmm
+
+
+@pytest.mark.parametrize("name", GUESTS)
+def test_hw_with_shadow_paging_runs_every_guest_as_the_bare_machine(name):
+    bare, bare_result, _ = boot(name, "emulate")
+    out, result, vmm = boot(name, "hw", paging="shadow")
+    assert out == bare
+    assert (result.reason, result.status) == (bare_result.reason, bare_result.status)
+    if name != "popek-goldberg":             # (it reads the hypervisor's CPUID leaves)
+        assert result.instructions == bare_result.instructions
+    exits = vmm.stats.count
+    assert not any("EPT" in reason for reason in exits)
+    if name in ("paging", "ptemod", "pagefault"):
+        # what nested paging never sees: the guest's CR3 loads and INVLPGs, and the
+        # shadow's own page faults, with the guest's true ones injected
+        assert exits["control-register access (28)"] > 0 and exits["INVLPG (14)"] > 0
+        assert exits["page fault (hidden)"] > 0 and exits["exception #PF (injected)"] > 0
+        _, _, nested = boot(name, "hw", paging="nested")
+        assert set(nested.stats.count) <= {"I/O instruction (30)", "CPUID (10)"}
+
+
+def test_hw_shadow_keeps_the_vmm_out_of_the_guests_address_space():
+    """The guest runs at ring 0 under hw: the shadows must not map the VMM's own memory
+    (trap and bt map it supervisor-only and keep the guest out with segment limits)."""
+    _, result, vmm = boot("paging", "hw", paging="shadow")
+    base, size = hypervisor_memory("hw")
+    for root in vmm.shadow.roots.values():
+        pd = struct.unpack("<1024I", bytes(vmm.cpu.mem_read(root.pd, 4096)))
+        assert pd[base >> 22] == 0
+        for table in root.tables.values():
+            entries = struct.unpack("<1024I", bytes(vmm.cpu.mem_read(table.addr, 4096)))
+            assert not any(e & 1 and base <= (e & ~0xFFF) < base + size for e in entries)
