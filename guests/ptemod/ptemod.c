@@ -105,12 +105,7 @@ static void put_frame(uint32_t f)
 }
 
 /* ---- paging primitives -------------------------------------------------------------- */
-static inline uint32_t read_cr0(void) { uint32_t v; __asm__ volatile("mov %%cr0, %0" : "=r"(v)); return v; }
-static inline uint32_t read_cr2(void) { uint32_t v; __asm__ volatile("mov %%cr2, %0" : "=r"(v)); return v; }
-static inline uint32_t read_cr3(void) { uint32_t v; __asm__ volatile("mov %%cr3, %0" : "=r"(v)); return v; }
-static inline void write_cr0(uint32_t v) { __asm__ volatile("mov %0, %%cr0" :: "r"(v) : "memory"); }
-static inline void write_cr3(uint32_t v) { __asm__ volatile("mov %0, %%cr3" :: "r"(v) : "memory"); }
-static inline void invlpg(uint32_t a) { __asm__ volatile("invlpg (%0)" :: "r"(a) : "memory"); }
+#include "paging.h"
 
 static inline uint32_t rd(uint32_t addr) { return *(volatile uint32_t *)addr; }
 static inline void wr(uint32_t addr, uint32_t v) { *(volatile uint32_t *)addr = v; }

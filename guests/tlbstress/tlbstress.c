@@ -52,12 +52,7 @@ static uint32_t pd_b[1024] __attribute__((aligned(4096)));
 static uint32_t kernel_pt[KERNEL_PDES][1024] __attribute__((aligned(4096)));
 static uint32_t data_pt[MAX_PAGES / 1024][1024] __attribute__((aligned(4096)));
 
-static inline uint32_t read_cr0(void) { uint32_t v; __asm__ volatile("mov %%cr0, %0" : "=r"(v)); return v; }
-static inline uint32_t read_cr4(void) { uint32_t v; __asm__ volatile("mov %%cr4, %0" : "=r"(v)); return v; }
-static inline void write_cr0(uint32_t v) { __asm__ volatile("mov %0, %%cr0" :: "r"(v) : "memory"); }
-static inline void write_cr3(uint32_t v) { __asm__ volatile("mov %0, %%cr3" :: "r"(v) : "memory"); }
-static inline void write_cr4(uint32_t v) { __asm__ volatile("mov %0, %%cr4" :: "r"(v) : "memory"); }
-static inline void invlpg(uint32_t a) { __asm__ volatile("invlpg (%0)" :: "r"(a) : "memory"); }
+#include "paging.h"
 static inline uint32_t rd(uint32_t addr) { return *(volatile uint32_t *)addr; }
 static inline void wr(uint32_t addr, uint32_t v) { *(volatile uint32_t *)addr = v; }
 
