@@ -482,6 +482,11 @@ class CPU:
         self.paging = (self.cr0 & CR0_PG) != 0 or self.nested
         self.flush_tlb(False)
 
+    def tlb_invalidate(self, lin):
+        """Drop the TLB's entry for the page at linear `lin` (what INVLPG does), for a VMM
+        that changed the one shadow entry that maps it."""
+        self.invlpg(lin & MASK32)
+
     def invept(self):
         """INVEPT: the VMM changed its nested tables; drop what the TLB cached from them."""
         self.flush_tlb(False)

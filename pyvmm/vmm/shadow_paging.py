@@ -197,6 +197,8 @@ class ShadowPageTables:
         del root.tables[table.index]
         self._unlink(table)
         self.free.append(table.addr)
+        if root is self.current:
+            self.cpu.reg_write("cr3", self.cpu.cr3)     # its 4 MiB may be in the TLB
 
     def _resync_table(self, table):
         """Compare a shadow table with the guest's: drop the entries whose guest entry
@@ -257,7 +259,7 @@ class ShadowPageTables:
                 slot = (lin >> 12) & 0x3FF
                 self.cpu.mem_write(table.addr + slot * 4, b"\0\0\0\0")
                 table.filled.pop(slot, None)
-        self.cpu.reg_write("cr3", self.cpu.cr3)
+        self.cpu.tlb_invalidate(lin)
 
     # -- filling -------------------------------------------------------------------------------
     def _table_for(self, index, guest_pde, source):
@@ -281,10 +283,13 @@ class ShadowPageTables:
     def _install(self, table, lin, frame, shadow, guest_entry):
         slot = (lin >> 12) & 0x3FF
         addr = table.addr + slot * 4
+        old = struct.unpack("<I", self.cpu.mem_read(addr, 4))[0]
         self.cpu.mem_write(addr, struct.pack("<I", shadow))
         table.filled[slot] = guest_entry
         self.rmap.setdefault(frame, set()).add(addr)
-        self.cpu.reg_write("cr3", self.cpu.cr3)     # the hardware TLB may hold the old entry
+        if old & PTE_P:
+            # the hardware TLB may hold the old entry (it never holds a missing one)
+            self.cpu.tlb_invalidate(lin)
 
     def apply_protection(self, page, shadow, write):
         if page >> 12 in self.protected and shadow & PTE_RW:
