@@ -157,6 +157,25 @@ def bracket_table(guest, runs):
     return t
 
 
+def memory_panel(ax, runs):
+    """What memory virtualization cost each mode: the page walks' memory references (the
+    price of nested paging) beside the VMM entries shadow paging takes for memory (hidden
+    faults, the page-table-write traps among them, and true faults it reflects)."""
+    modes = [r.mode for r in runs]
+    refs = [r.memory.get("walk refs") or 0 for r in runs]
+    faults = [(r.memory.get("hidden faults") or 0) + (r.memory.get("true faults") or 0) for r in runs]
+    x = range(len(runs))
+    ax.bar([i - 0.2 for i in x], refs, 0.4, label="page-walk memory references", color="tab:green")
+    ax.set_ylabel("walk references")
+    ax.set_xticks(list(x), modes)
+    ax.set_title("memory: walks and shadow-paging faults")
+    twin = ax.twinx()
+    twin.bar([i + 0.2 for i in x], faults, 0.4, label="page faults the VMM took", color="tab:red")
+    twin.set_ylabel("VMM entries for page faults")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="lower left")
+
+
 def plot(guest, runs, path):
     """Draw the comparison into an image file: the slowdown of each mode, and either the
     VMM entries per iteration of each benchmark operation (nanobench) or each mode's VMM
@@ -166,7 +185,12 @@ def plot(guest, runs, path):
     import matplotlib.pyplot as plt
 
     modes = [r.mode for r in runs]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    paging = any(r.memory.get("TLB misses") for r in runs)
+    if paging:
+        fig, (left, right, memory) = plt.subplots(1, 3, figsize=(17, 4.5))
+        memory_panel(memory, runs)
+    else:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     left.bar(modes, [max(r.slowdown, 1e-3) for r in runs], color="tab:blue")
     left.set_yscale("log")
     left.set_ylabel("wall time / emulate's")
