@@ -122,10 +122,11 @@ def memory_table(guest, runs):
     faults, page-table-write traps, shadow pages)."""
     from rich.table import Table
     t = Table(title=f"{guest}: memory virtualization")
-    t.add_column("mode")
+    # the mode and the numbers never wrap (nor get cut short); a header takes two lines
+    t.add_column("mode", no_wrap=True)
     for col in MEMORY_COLUMNS:
-        t.add_column(col, justify="right")
-    t.add_column("refs/miss", justify="right")
+        t.add_column(col.replace(" ", "\n", 1), justify="right", no_wrap=True)
+    t.add_column("refs/miss", justify="right", no_wrap=True)
     for r in runs:
         m = r.memory
         if not m:
