@@ -3546,6 +3546,20 @@ class CPU:
                 self.regs[4] = self.i_esp
                 self.idt_vectoring = vector
                 return EXIT_VMEXIT
+            except UnmappedMemory as u:
+                # the delivery itself reached memory that is not there (a descriptor table
+                # or the stack beyond RAM): the machine stops, as for the instruction's own
+                self.eip = self.i_start
+                self.regs[4] = self.i_esp
+                u.eip = self.i_start
+                self.last_exit = u
+                return EXIT_UNMAPPED
+            except Unsupported as u:
+                self.eip = self.i_start
+                self.regs[4] = self.i_esp
+                u.eip = self.i_start
+                self.last_exit = u
+                return EXIT_UNSUPPORTED
             if r:
                 return r
 
