@@ -35,6 +35,14 @@ class Bracket:
 
 class VMM:
     mode = "?"
+    # A VMM that emulates a REP INS/OUTS does at most this many iterations per exit, and
+    # none past the end of the machine's current slice (`run_stop`, the `stop` PC.run
+    # passed: the budget or the next device event), then leaves the instruction
+    # interrupted as the processor may between iterations (SDM "REP"): EIP on it, ECX and
+    # ESI/EDI as far as they got. Else a guest's REP with ECX = 0xFFFFFFFF would run on in
+    # the VMM, past any instruction budget.
+    STRING_IO_CHUNK = 4096
+    run_stop = None
 
     def __init__(self, pc):
         self.pc = pc
@@ -73,6 +81,11 @@ class VMM:
     # -- what PC.run asks ------------------------------------------------------------------
     def run(self, stop):
         return ExitReason(self.cpu.run(stop))
+
+    def string_io_iterations(self):
+        """How many iterations of a REP INS/OUTS the VMM may emulate in this exit (>= 1)."""
+        left = self.STRING_IO_CHUNK if self.run_stop is None else self.run_stop - self.cpu.icount
+        return max(1, min(self.STRING_IO_CHUNK, left))
 
     def memory_stats(self):
         """What memory virtualization cost, for `pyvmm compare`: the hardware's TLB and

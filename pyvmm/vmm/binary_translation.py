@@ -241,11 +241,14 @@ class BinaryTranslation(TrapAndEmulate):
     # -- the run loop ----------------------------------------------------------------------------
     def run(self, stop):
         cpu, v = self.cpu, self.v
+        self.run_stop = stop
         while True:
             if not self.in_tc:
                 if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at:
                     with self.stats_timer("interrupt (injected)"):
-                        self.inject_interrupt()
+                        r = self.contain(self.inject_interrupt)
+                    if r is not None:
+                        return r
                     self.disarm()
                 if v.halted:
                     return ExitReason.HLT
@@ -265,18 +268,22 @@ class BinaryTranslation(TrapAndEmulate):
             if not self.in_tc:
                 r = self.handle(reason)
                 if self.code_write is not None:
-                    self.step_code_write()
+                    stopped = self.contain(self.step_code_write)
+                    r = stopped if stopped is not None else r
                 if r is not None:
                     return r
                 continue
+            # (what the guest makes of the VMM's work from here may stop the VM: contain)
             if reason == ExitReason.EXCEPTION:
-                r = self.exception_in_tc(cpu.last_exit)
+                r = self.contain(self.exception_in_tc, cpu.last_exit)
                 if r is not None:
                     return r
                 continue
             if reason == ExitReason.INTERRUPT:
                 if not self.at_boundary():
-                    self.step_to_boundary()
+                    r = self.contain(self.step_to_boundary)
+                    if r is not None:
+                        return r
                 self.to_guest()
                 if not v.vif:
                     self.arm()

@@ -24,14 +24,33 @@ class GuestMemory:
         return any(start <= gpa and gpa + size <= end for start, end in self.mmio)
 
     def read_phys(self, gpa, size):
+        if gpa + size <= self.ram_size:
+            return self.cpu.mem_read(gpa, size)
         if not self._phys_ok(gpa, size):
             raise GuestPhysicalError(gpa, size)
-        return self.cpu.mem_read(gpa, size)
+        out = bytearray()
+        for at, n, device in self._device_pieces(gpa, size):
+            out += (device.mmio_read(at, n) & ((1 << 8 * n) - 1)).to_bytes(n, "little")
+        return bytes(out)
 
     def write_phys(self, gpa, data):
+        if gpa + len(data) <= self.ram_size:
+            self.cpu.mem_write(gpa, bytes(data))
+            return
         if not self._phys_ok(gpa, len(data)):
             raise GuestPhysicalError(gpa, len(data))
-        self.cpu.mem_write(gpa, bytes(data))
+        for at, n, device in self._device_pieces(gpa, len(data)):
+            device.mmio_write(at, n, int.from_bytes(data[at - gpa:at - gpa + n], "little"))
+
+    def _device_pieces(self, gpa, size):
+        """A memory-mapped device's registers, reached as the processor reaches them (the
+        CPU's own memory API holds RAM only): in aligned pieces of at most a dword."""
+        device = self.cpu.mem.mmio[gpa >> 12]
+        at, end = gpa, gpa + size
+        while at < end:
+            n = min(4 - (at & 3), end - at)
+            yield at, n, device
+            at += n
 
     # -- guest-linear ------------------------------------------------------------------------
     def walk(self, lin):

@@ -193,6 +193,7 @@ class HardwareAssist(VMM):
     # -- the run loop ----------------------------------------------------------------------
     def run(self, stop):
         cpu = self.cpu
+        self.run_stop = stop
         while True:
             if cpu.intr_line:
                 if cpu.reg_read("eflags") & F_IF and cpu.icount != cpu.inhibit_at:
@@ -404,9 +405,12 @@ class HardwareAssist(VMM):
             insn = decode(code, cpu.eip)
             seg = next((segment_of(op) for op in insn.operands if op.type == 3), "ds")
         base = cpu.get_segment(seg)[1]
-        done = 0
+        done, allowed = 0, self.string_io_iterations()
         try:
             while count:
+                if done == allowed:
+                    cpu.icount += done          # interrupted: the rest at the next exit
+                    return
                 if is_in:
                     di = cpu.reg_read("edi")
                     value = self.pc.ports.read(port, size)

@@ -119,12 +119,15 @@ class Paravirtual(TrapAndEmulate):
         if not self.event_mode:
             return super().run(stop)
         cpu, v = self.cpu, self.v
+        self.run_stop = stop
         while True:
             if cpu.intr_line:
                 self.take_interrupt()
             while self.events and self.get_vif() and cpu.icount != cpu.inhibit_at:
                 with self.stats_timer("event (delivered)"):
-                    self.deliver_event()
+                    r = self.contain(self.deliver_event)
+                if r is not None:
+                    return r
                 if cpu.exit_request:
                     r, cpu.exit_request = cpu.exit_request, 0
                     return ExitReason(r)
@@ -324,7 +327,9 @@ class Paravirtual(TrapAndEmulate):
         for i in range(count):
             entry = calls + 28 * i
             op, *args = struct.unpack("<6I", self.mem.read(entry, 24, user=False))
-            if op == 10:                    # iret cannot be batched
+            if op in (7, 10):
+                # iret cannot be batched, nor a multicall nested (Xen refuses reentry too):
+                # a list that calls itself would recurse without end in the VMM
                 result = -EINVAL
             else:
                 result = self.call(op, args)

@@ -172,12 +172,15 @@ class TrapAndEmulate(VMM):
 
     def run(self, stop):
         cpu, v = self.cpu, self.v
+        self.run_stop = stop
         while True:
             # An interrupt the guest can take now (its IF set, no STI / MOV SS shadow):
             # deliver it through the guest's IDT before resuming it.
             if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at:
                 with self.stats_timer("interrupt (injected)"):
-                    self.inject_interrupt()
+                    r = self.contain(self.inject_interrupt)
+                if r is not None:
+                    return r
             if v.halted:
                 return ExitReason.HLT
             reason = ExitReason(cpu.run(stop))
@@ -198,14 +201,21 @@ class TrapAndEmulate(VMM):
     def handle_exception(self, vector, error_code, eip, software):
         """An exception the guest raised: emulate, reflect or stop; an ExitReason for the
         machine, or None to go on."""
+        r = self.contain(self.on_exception, vector, error_code, eip, software)
+        return r if r is not None else self.after_emulation()
+
+    def contain(self, action, *args):
+        """Do one piece of the VMM's work for the guest; what the guest made of it that
+        cannot go on stops the VM with its reason: a triple fault, something this mode
+        does not virtualize, memory the guest does not have. Else what `action`
+        returns (None: go on)."""
         try:
-            self.on_exception(vector, error_code, eip, software)
+            return action(*args)
         except GuestTripleFault as t:
             self.cpu.last_exit = t
             return ExitReason.TRIPLE_FAULT
         except (VMMUnsupported, GuestPhysicalError) as u:
             return self.unsupported(u)
-        return self.after_emulation()
 
     def after_emulation(self):
         """What the machine must hear of once the VMM is done with an exit."""
@@ -591,8 +601,11 @@ class TrapAndEmulate(VMM):
             raise VirtualFault(GP, 0)
         step = -size if self.cpu.reg_read("eflags") & F_DF else size
         count = self.reg("ecx") if insn.rep else 1
-        done = 0
+        done, allowed = 0, self.string_io_iterations()
         while count:
+            if done == allowed:
+                self.cpu.icount += done         # interrupted: the rest at the next exit
+                return
             if output:
                 si = self.reg("esi")
                 seg = "ds"
