@@ -127,6 +127,7 @@ cdef class CPU:
     cdef unsigned int d_lo, d_hi, d_addr   # the descriptor last read (read_descriptor)
     cdef int soft_vector                 # INT n/INT3/INTO being delivered, else -1
     cdef bint entered_handler            # an interrupt or exception handler was entered
+    cdef public bint pending_debug       # a single-step #DB due before the next instruction
     cdef public unsigned int dr6         # debug status (BS: single-step)
 
     # -- memory path ----------------------------------------------------------------------

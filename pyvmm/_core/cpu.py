@@ -324,6 +324,7 @@ class CPU:
         self.until = NO_UNTIL
         self.soft_vector = -1
         self.entered_handler = False
+        self.pending_debug = False
         self.dr6 = 0xFFFF0FF0
         self.intr_pending = False
         self.inhibit_at = 0
@@ -3481,6 +3482,18 @@ class CPU:
     # The run loop
     # ------------------------------------------------------------------------------------
     def run_inner(self, limit):
+        if self.pending_debug and self.icount < limit:
+            # The single-step trap of the last instruction of the previous run, which
+            # stopped between the instruction and its trap (VT-x keeps such a trap in the
+            # VMCS's pending debug exceptions): delivered before anything else (SDM table
+            # 6-2: traps on the previous instruction come before external interrupts).
+            self.pending_debug = False
+            self.i_start = self.eip
+            self.i_esp = self.regs[4]
+            self.entered_handler = False
+            r = self.single_step_trap()
+            if r:
+                return r
         while self.icount < limit:
             if self.attention:
                 r = self.interrupt_window()
@@ -3495,9 +3508,14 @@ class CPU:
             self.decode()
             self.execute()
             self.icount += 1
-            if tf:
+            if tf and not self.entered_handler:
                 # Single-step: a #DB trap after an instruction that began with TF set
-                # (unless it entered an interrupt handler, which cleared TF).
+                # (unless it entered an interrupt handler, which cleared TF). Its delivery
+                # is a step of guest time: at the end of the budget it waits for the next
+                # run, so that a run never goes past its stop.
+                if self.icount >= limit:
+                    self.pending_debug = True
+                    return EXIT_COUNT
                 r = self.single_step_trap()
                 if r:
                     return r

@@ -320,3 +320,49 @@ def test_msrs_tsc_and_apic_base():
     assert cpu.reg_read("esi") == 1001              # one instruction later
     assert cpu.reg_read("edi") == 0xFEE00900
     assert cpu.eip == 0x3000 + 0x10 * 13 + 1
+
+
+def single_stepping_machine():
+    """TF set by POPFD, then three INCs under single-step; the #DB handler counts the
+    traps in EDI and returns (IRETD restores TF)."""
+    idt = [gate(0x08, 0x3000)] * 32
+    cpu = machine("push 0x302\n popfd\n inc eax\n inc eax\n inc eax\n hlt", idt=idt)
+    cpu.mem_write(0x3000, assemble("inc edi\n iretd", 0x3000))
+    cpu.reg_write("eip", CODE)
+    return cpu
+
+
+def test_a_run_never_passes_its_stop_between_an_instruction_and_its_single_step_trap():
+    """The #DB of a single-stepped instruction is a step of guest time of its own: a run
+    whose stop falls between the two stops after the instruction, with the trap pending
+    (as VT-x's pending debug exceptions hold it), and the next run delivers it first."""
+    whole = single_stepping_machine()
+    whole.run(1000)
+    for stop in range(1, 25):
+        cpu = single_stepping_machine()
+        while cpu.icount < whole.icount:
+            limit = min(cpu.icount + stop, whole.icount)
+            cpu.run(limit)
+            assert cpu.icount <= limit          # never past the stop
+        assert (cpu.eip, cpu.icount) == (whole.eip, whole.icount)
+        assert [cpu.reg_read(r) for r in ("eax", "edi", "esp", "eflags")] == \
+            [whole.reg_read(r) for r in ("eax", "edi", "esp", "eflags")]
+    assert whole.reg_read("eax") == 3 and whole.reg_read("edi") >= 3
+
+
+def test_a_pending_single_step_trap_comes_before_an_interrupt():
+    """SDM table 6-2: a trap on the previous instruction comes before an external
+    interrupt that is up at the same boundary: the #DB handler is entered first."""
+    cpu = single_stepping_machine()
+    idt = [gate(0x08, 0x3000)] * 32 + [gate(0x08, 0x3100, type_=0xF)]
+    cpu.mem_write(IDT, b"".join(idt))
+    cpu.reg_write("idtr_limit", len(idt) * 8 - 1)
+    cpu.mem_write(0x3100, assemble("inc esi\n iretd", 0x3100))
+    cpu.reg_write("eflags", 0x202)
+    cpu.run(3)                                  # push, popfd (sets TF), inc: trap pending
+    assert cpu.pending_debug and cpu.icount == 3
+    cpu.intr_acknowledge = lambda: 0x20
+    cpu.intr_line = True
+    cpu.run(4)
+    assert not cpu.pending_debug and cpu.eip == 0x3000 and cpu.icount == 4
+    assert cpu.reg_read("esi") == 0             # the #DB handler first
