@@ -6,9 +6,11 @@
  * given back, the same pages reused by the next child).
  *
  * It is the workload where a software VMM's shadow page tables hurt most: page-table
- * pages are written all the time, CR3 is reloaded several times per fork, and every
- * reload empties a virtual TLB that must be filled again fault by fault, while nested
- * paging (VT-x with EPT) lets the guest do all of it without a single exit.
+ * pages are written all the time (each first write since a CR3 load traps, as the VMM
+ * keeps them write-protected), CR3 is reloaded several times per fork, and each reload
+ * makes the VMM resync the tables written since, which are then filled again fault by
+ * fault, while nested paging (VT-x with EPT) lets the guest do all of it without a
+ * single exit.
  *
  * The "process" has four regions in three page tables, as an ELF program would: text
  * (read-only, shared, never copied), data, heap and stack (writable, so copy-on-write).

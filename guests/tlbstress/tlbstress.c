@@ -8,9 +8,10 @@
  * (A processor's TLB holds a 4 MiB page in one entry; pyvmm's, like QEMU's, caches it 4 KiB
  * at a time, but its miss is a one-level walk.) Under shadow paging the shadow tables are
  * a TLB with no size limit but a costly miss (a hidden page fault, an exit), in which a
- * 4 MiB page becomes 1024 shadow entries filled one by one, and which every CR3 reload
- * empties whatever the G bits say; under nested paging a miss is a longer page walk and no
- * exit at all.
+ * 4 MiB page becomes 1024 shadow entries filled one by one; a CR3 reload keeps a cached
+ * shadow whose guest tables were not written, but the shadow's entries carry no G bit, so
+ * the real TLB loses global pages too. Under nested paging a miss is a longer page walk
+ * and no exit at all.
  *
  * Seven measured phases, each between benchmark markers (port 0x504, guests/README.md),
  * the bracket's count being the page accesses; each starts with a CR3 reload, cold:

@@ -43,6 +43,13 @@ class VMM:
     # the VMM, past any instruction budget.
     STRING_IO_CHUNK = 4096
     run_stop = None
+    # A VMM that handles this many entries in a row without the guest completing one
+    # instruction is going round in circles (a bug, or a guest state it cannot resolve):
+    # it stops the VM rather than hang the host. (One instruction takes a handful at most:
+    # hidden page faults for its code, its operands and its handler's stack.)
+    STUCK_ENTRIES = 10_000
+    _progress_at = -1
+    _idle_entries = 0
 
     def __init__(self, pc):
         self.pc = pc
@@ -81,6 +88,19 @@ class VMM:
     # -- what PC.run asks ------------------------------------------------------------------
     def run(self, stop):
         return ExitReason(self.cpu.run(stop))
+
+    def stuck(self):
+        """Call once a VMM entry: a message if the guest has made no progress in
+        STUCK_ENTRIES entries in a row, else None."""
+        icount = self.cpu.icount
+        if icount != self._progress_at:
+            self._progress_at, self._idle_entries = icount, 0
+            return None
+        self._idle_entries += 1
+        if self._idle_entries < self.STUCK_ENTRIES:
+            return None
+        return (f"{self.mode}: {self.STUCK_ENTRIES:,} VMM entries in a row without the guest "
+                f"completing an instruction (EIP={self.cpu.eip:#010x}); the VM is stopped")
 
     def string_io_iterations(self):
         """How many iterations of a REP INS/OUTS the VMM may emulate in this exit (>= 1)."""

@@ -243,8 +243,12 @@ class BinaryTranslation(TrapAndEmulate):
         cpu, v = self.cpu, self.v
         self.run_stop = stop
         while True:
+            stuck = self.stuck()
+            if stuck:
+                return self.unsupported(VMMUnsupported(stuck))
             if not self.in_tc:
-                if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at:
+                if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at and \
+                        not cpu.pending_debug:
                     with self.stats_timer("interrupt (injected)"):
                         r = self.contain(self.inject_interrupt)
                     if r is not None:
@@ -252,9 +256,11 @@ class BinaryTranslation(TrapAndEmulate):
                     self.disarm()
                 if v.halted:
                     return ExitReason.HLT
-                if v.cpl == 0 and cpu.reg_read("eflags") & F_TF:
+                if v.cpl == 0 and (cpu.reg_read("eflags") & F_TF or cpu.pending_debug):
                     # the kernel single-steps itself: run its own code in place, one
                     # instruction at a time, as trap-and-emulate does (#DB after each)
+                    if cpu.icount >= stop:
+                        return ExitReason.COUNT
                     r = self.step_in_place(keep_tf=True)
                     if r is not None:
                         return r
@@ -392,8 +398,10 @@ class BinaryTranslation(TrapAndEmulate):
         cpu = self.cpu
         with self.interrupts_held():
             reason = ExitReason(cpu.run(cpu.icount + 1))
-            if keep_tf and reason == ExitReason.COUNT and cpu.reg_read("eflags") & F_TF:
-                # the single-step trap comes after the instruction
+            if keep_tf and reason == ExitReason.COUNT and cpu.pending_debug and \
+                    (self.run_stop is None or cpu.icount < self.run_stop):
+                # the single-step trap comes after the instruction (at the run's stop, it
+                # waits in the processor for the next run)
                 reason = ExitReason(cpu.run(cpu.icount + 1))
         if not self.in_tc:              # (the instruction may have changed the guest's IF)
             fl = cpu.reg_read("eflags")

@@ -118,6 +118,20 @@ class GuestMemory:
             size -= chunk
         return bytes(out)
 
+    def fetch(self, lin, size, user=None):
+        """Instruction bytes, as the processor fetches them: from RAM only (a device's
+        registers are not code; the core stops on a fetch from them)."""
+        out = bytearray()
+        while size:
+            chunk = min(size, 0x1000 - (lin & 0xFFF))
+            gpa = self.translate(lin, False, user)
+            if gpa + chunk > self.ram_size:
+                raise GuestPhysicalError(gpa, chunk)
+            out += self.cpu.mem_read(gpa, chunk)
+            lin = (lin + chunk) & 0xFFFFFFFF
+            size -= chunk
+        return bytes(out)
+
     def write(self, lin, data, user=None):
         data = bytes(data)
         # translate every page first, so a fault leaves memory untouched

@@ -34,6 +34,8 @@ CR4.PSE/PGE through the CR0/CR4 guest/host masks: the guest reads its own values
 read shadows, and changing an owned bit exits (SDM 25.6.6). The guest-physical memory is
 the machine's RAM as it is, with shadow entries only for the guest's RAM.
 """
+import time
+
 from .. import ExitReason
 from .._core.exits import VMControl, VMExitReason
 from .base import VMM
@@ -41,7 +43,7 @@ from .decoder import decode, segment_of
 from .faults import VirtualFault, VMMUnsupported
 from .guest_memory import GuestMemory, GuestPhysicalError
 from .nested_paging import NestedPageTables
-from .shadow_paging import PHYSICAL, ShadowPageTables
+from .shadow_paging import PHYSICAL, STOPPING_FAULT, ShadowPageTables
 from .stats import Timer
 
 MASK32 = 0xFFFFFFFF
@@ -196,7 +198,9 @@ class HardwareAssist(VMM):
         self.run_stop = stop
         while True:
             if cpu.intr_line:
-                if cpu.reg_read("eflags") & F_IF and cpu.icount != cpu.inhibit_at:
+                # (not before a single-step trap still due: it comes first, SDM table 6-2)
+                if cpu.reg_read("eflags") & F_IF and cpu.icount != cpu.inhibit_at and \
+                        not cpu.pending_debug:
                     with Timer(self.stats, "interrupt injection (VM entry)"):
                         cpu.vm_controls &= ~VMControl.INTERRUPT_WINDOW_EXITING
                         vector = self.pc.acknowledge_interrupt() & 0xFF
@@ -210,6 +214,11 @@ class HardwareAssist(VMM):
                     cpu.vm_controls |= VMControl.INTERRUPT_WINDOW_EXITING
             if self.halted:
                 return ExitReason.HLT
+            stuck = self.stuck()
+            if stuck:
+                self.stop_message = stuck
+                cpu.last_exit = VMMUnsupported(stuck)
+                return ExitReason.UNSUPPORTED
             reason = ExitReason(cpu.run(stop))
             if reason == ExitReason.VMEXIT:
                 exit_reason = VMExitReason(cpu.exit_reason)
@@ -266,6 +275,7 @@ class HardwareAssist(VMM):
         try:
             guest_error = self.shadow.page_fault(lin, error, bool(error & 4))
         except (VMMUnsupported, GuestPhysicalError) as e:
+            timer.reason = STOPPING_FAULT           # not hidden: nothing was filled
             self.stop_message = str(e)
             cpu.last_exit = e
             return ExitReason.UNSUPPORTED
@@ -291,13 +301,14 @@ class HardwareAssist(VMM):
                     cpu.last_exit.vector == PF):
                 return r
             error = cpu.last_exit.error_code or 0
+            t0 = time.perf_counter()
             try:
                 guest_error = self.shadow.page_fault(cpu.exit_qualification, error, bool(error & 4))
             except (VMMUnsupported, GuestPhysicalError) as e:
                 self.stop_message = str(e)
                 cpu.last_exit = e
                 return int(ExitReason.UNSUPPORTED)
-            self.stats.add("page fault (hidden, delivering an event)", 0.0)
+            self.stats.add_nested("page fault (hidden, in delivery)", time.perf_counter() - t0)
             if guest_error is not None:
                 if vector == 8:
                     return int(ExitReason.TRIPLE_FAULT)

@@ -123,7 +123,8 @@ class Paravirtual(TrapAndEmulate):
         while True:
             if cpu.intr_line:
                 self.take_interrupt()
-            while self.events and self.get_vif() and cpu.icount != cpu.inhibit_at:
+            while self.events and self.get_vif() and cpu.icount != cpu.inhibit_at and \
+                    not cpu.pending_debug:
                 with self.stats_timer("event (delivered)"):
                     r = self.contain(self.deliver_event)
                 if r is not None:
@@ -135,6 +136,9 @@ class Paravirtual(TrapAndEmulate):
                 self.mark_pending()
             if v.halted:
                 return ExitReason.HLT
+            stuck = self.stuck()
+            if stuck:
+                return self.unsupported(VMMUnsupported(stuck))
             if self.events and self.get_vif():
                 # events are on, but an STI (or MOV SS) shadow covers the next instruction:
                 # run that one alone, then deliver (the hardware's interrupt window)

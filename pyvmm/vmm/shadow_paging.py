@@ -46,6 +46,9 @@ from .faults import VMMUnsupported
 PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
 MAX_ROOTS = 8
 PHYSICAL = "physical"           # the key of the shadow for a guest with paging off
+# The exit count's name for a page fault that stopped the VM (a mapping of memory the
+# guest does not have): neither hidden nor the guest's own
+STOPPING_FAULT = "page fault (VM stopped)"
 
 
 class ShadowRoot:

@@ -39,7 +39,7 @@ from .descriptors import (A_ACCESSED, A_DPL, A_G, A_P, GATE_INTERRUPT32, GATE_TR
                           TSS32_AVAILABLE, TSS32_BUSY, Descriptor, compress_dpl, encode)
 from .faults import GuestTripleFault, VirtualFault, VMMUnsupported
 from .guest_memory import GuestMemory, GuestPhysicalError
-from .shadow_paging import ShadowPageTables
+from .shadow_paging import STOPPING_FAULT, ShadowPageTables
 from .stats import Timer
 from .virtual_cpu import VirtualCPU
 
@@ -176,13 +176,18 @@ class TrapAndEmulate(VMM):
         while True:
             # An interrupt the guest can take now (its IF set, no STI / MOV SS shadow):
             # deliver it through the guest's IDT before resuming it.
-            if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at:
+            # (not before a single-step trap still due: it comes first, SDM table 6-2)
+            if cpu.intr_line and self.get_vif() and cpu.icount != cpu.inhibit_at and \
+                    not cpu.pending_debug:
                 with self.stats_timer("interrupt (injected)"):
                     r = self.contain(self.inject_interrupt)
                 if r is not None:
                     return r
             if v.halted:
                 return ExitReason.HLT
+            stuck = self.stuck()
+            if stuck:
+                return self.unsupported(VMMUnsupported(stuck))
             reason = ExitReason(cpu.run(stop))
             r = self.handle(reason)
             if r is not None:
@@ -252,7 +257,11 @@ class TrapAndEmulate(VMM):
                         return
         if vector == PF and self.shadow is not None:
             with self.stats_timer("page fault (hidden)") as t:
-                guest_error = self.shadow.page_fault(cpu.cr2, error_code, cpu.cpl == 3)
+                try:
+                    guest_error = self.shadow.page_fault(cpu.cr2, error_code, cpu.cpl == 3)
+                except (VMMUnsupported, GuestPhysicalError):
+                    t.reason = STOPPING_FAULT       # not hidden: nothing was filled
+                    raise
                 if guest_error is None:
                     if self.shadow.last_fault != "hidden":
                         t.reason = f"page fault ({self.shadow.last_fault})"
@@ -273,10 +282,10 @@ class TrapAndEmulate(VMM):
         """Up to n bytes of guest code at `linear` (fewer if a page after the first cannot
         be read; none if the first cannot)."""
         try:
-            return self.mem.read(linear, n, user)
+            return self.mem.fetch(linear, n, user)
         except (VirtualFault, GuestPhysicalError):
             try:
-                return self.mem.read(linear, min(n, 0x1000 - (linear & 0xFFF)), user)
+                return self.mem.fetch(linear, min(n, 0x1000 - (linear & 0xFFF)), user)
             except (VirtualFault, GuestPhysicalError):
                 return b""
 

@@ -34,6 +34,7 @@ import gc
 import io
 import os
 import re
+import signal
 import struct
 import time
 
@@ -613,6 +614,36 @@ def test_the_budget_stops_a_rep_ins_the_vmm_emulates(label):
     assert pc.cpu.mem_read(0x100000, 5000) == b"\xff" * 5000
 
 
+@pytest.mark.parametrize("label", MODES)
+def test_code_in_a_devices_registers_stops_every_mode_alike(label):
+    """A jump into the I/O APIC's page: bt translated the device's registers as code,
+    then went round in circles on the write-protected page (a host hang). Code comes from
+    RAM only, in every mode, as the processor fetches it."""
+    code = mov_r(0, 0xFEC00010) + b"\xff\xe0"                  # mov eax, ...; jmp eax
+    pc, _ = bare_program(label, code)
+    with host_time_limit(HOSTILE_SECONDS):
+        result = pc.run(3000)
+    assert result.reason == "unmapped", result.message
+    assert "0xfec00010" in result.message
+
+
+@pytest.mark.parametrize("label", ["trap", "bt", "pv", "hw"])
+def test_a_vmm_going_round_in_circles_stops_the_vm(label):
+    """However a VMM gets stuck, the host does not hang: entries that never let the guest
+    complete an instruction stop the VM with a message."""
+    code = b"\x0f\x01\xc1" if label == "hw" else b"\x0f\x20\xc0"     # VMCALL / mov eax, cr0
+    pc, vmm = bare_program(label, code + b"\xf4")
+    if label == "hw":
+        vmm.handlers = dict.fromkeys(vmm.handlers, lambda: None)      # never resumes
+    else:
+        vmm.on_exception = lambda *args: None                         # never emulates
+        vmm.emulators_bt = vmm.emulators = {}
+    with host_time_limit(HOSTILE_SECONDS):
+        result = pc.run(3000)
+    assert result.reason == "unsupported"
+    assert "without the guest completing an instruction" in result.message
+
+
 # ------------------------------------------------------------------------------------------
 # Hostile programs
 # ------------------------------------------------------------------------------------------
@@ -876,6 +907,27 @@ def assemble_program(program):
 
 
 HOSTILE_BUDGET = 3000
+# A VMM that spins on a program without the guest making progress hangs the host: a run
+# of 3000 instructions that takes this long is one (they take milliseconds)
+HOSTILE_SECONDS = 5
+
+
+class HostTimeLimit(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def host_time_limit(seconds):
+    def expire(signum, frame):
+        raise HostTimeLimit(f"still running after {seconds} s of host time")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 HOSTILE_EXAMPLES = int(os.environ.get("PYVMM_HOSTILE_EXAMPLES", "400"))
 
 
@@ -896,7 +948,8 @@ class Campaign:
             vmm = attach(pc, self.label)
             watch = Watch(pc, vmm, self.label)
             try:
-                result = pc.run(HOSTILE_BUDGET)
+                with host_time_limit(HOSTILE_SECONDS):
+                    result = pc.run(HOSTILE_BUDGET)
             except Exception as e:
                 STATS[self.part, self.label, "EXCEPTION"] += 1
                 raise AssertionError(f"{type(e).__name__} out of PC.run under {self.label}: {e}\n"

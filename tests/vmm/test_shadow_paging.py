@@ -145,3 +145,20 @@ def test_hw_shadow_keeps_the_vmm_out_of_the_guests_address_space():
         for table in root.tables.values():
             entries = struct.unpack("<1024I", bytes(vmm.cpu.mem_read(table.addr, 4096)))
             assert not any(e & 1 and base <= (e & ~0xFFF) < base + size for e in entries)
+
+
+@pytest.mark.parametrize("mode", ["trap", "hw:shadow"])
+def test_a_mapping_beyond_ram_stops_the_vm_and_is_not_counted_hidden(mode):
+    """A guest PTE pointing past the end of its 16 MiB: the shadow cannot map it, the VM
+    stops saying where, and the exit counts agree with the memory counters (the stopping
+    fault is not a hidden one: nothing was filled)."""
+    pc, vmm = machine(mode)
+    cpu = pc.cpu
+    beyond = 16 << 20
+    cpu.mem_write(PT_X, struct.pack("<I", beyond | P_RW))
+    result = pc.run(10_000)
+    assert result.reason == "unsupported", result.message
+    assert f"{beyond:#010x}" in result.message
+    exits = vmm.stats.count
+    assert exits["page fault (VM stopped)"] == 1
+    assert exits["page fault (hidden)"] == vmm.memory_stats()["hidden faults"]
