@@ -37,6 +37,16 @@ def _builder():
     return runpy.run_path(str(script))
 
 
+def kernel_name(elf):
+    """The kernel's name on its command line. A bundled guest's is its path from the
+    checkout's top (guests/build/O2/NAME.elf, as the README's QEMU commands give it), so
+    that a run is the same wherever the checkout is: the guests that read their command
+    line take a few instructions more for a longer one."""
+    elf = Path(elf).resolve()
+    top = GUESTS.resolve().parent
+    return str(elf.relative_to(top)) if elf.is_relative_to(top / "guests" / "build") else None
+
+
 def check_toolchain():
     missing = [tool for tool in ("gcc", "as", "ld") if shutil.which(tool) is None]
     if missing:
@@ -94,7 +104,7 @@ def cmd_run(args):
         raise UsageError(f"cannot open the disk image: {e}") from None
     try:
         if elf is not None:
-            pc.boot_multiboot(str(elf), args.cmdline)
+            pc.boot_multiboot(str(elf), args.cmdline, kernel_name(elf))
         else:
             pc.boot_disk()
     except KernelError as e:
@@ -174,7 +184,7 @@ def cmd_compare(args):
         except ValueError as e:
             raise UsageError(str(e)) from None
     elf = resolve_guest(args.guest, args.opt)
-    runs = compare(elf, args.mode or None, cmdline=args.cmdline,
+    runs = compare(elf, args.mode or None, cmdline=args.cmdline, name=kernel_name(elf),
                    budget=args.max_instructions, disks=tuple(args.disk or ()))
     if args.json:
         print(to_json(runs))
@@ -206,7 +216,7 @@ def cmd_bt_show(args):
     elf = resolve_guest(args.guest, args.opt)
     pc = PC(console=open(os.devnull, "wb"), debugcon=open(os.devnull, "wb"),
             hypervisor_memory=hypervisor_memory("bt"))
-    pc.boot_multiboot(str(elf), args.cmdline)
+    pc.boot_multiboot(str(elf), args.cmdline, kernel_name(elf))
     vmm = create("bt", pc)
     result = pc.run(args.max_instructions)
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)

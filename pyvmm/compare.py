@@ -35,12 +35,12 @@ def parse_mode(label):
     return mode, paging or None
 
 
-def run_mode(elf, label, cmdline="", memory=128 << 20, budget=None, disks=()):
+def run_mode(elf, label, cmdline="", memory=128 << 20, budget=None, disks=(), name=None):
     mode, paging = parse_mode(label)
     out = io.BytesIO()
     pc = PC(memory=memory, console=out, debugcon=io.BytesIO(), disks=disks, snapshot=True,
             hypervisor_memory=hypervisor_memory(mode))
-    pc.boot_multiboot(str(elf), cmdline)
+    pc.boot_multiboot(str(elf), cmdline, name)
     try:
         vmm = create(mode, pc, paging=paging)
     except VMMUnsupported as e:

@@ -116,9 +116,10 @@ def _kludge_kernel(path, data, flags, off):
     return Kernel(path, entry, [(load_addr, image, memsz)], flags)
 
 
-def load(cpu, memory_size, kernel, cmdline=""):
+def load(cpu, memory_size, kernel, cmdline="", name=None):
     """Copy the kernel into guest memory and set the CPU up as the Multiboot spec says:
-    (the command line the kernel sees is "<kernel path> <cmdline>", as QEMU and GRUB pass it)
+    (the command line the kernel sees is "<kernel path> <cmdline>", as QEMU and GRUB pass it,
+    or "<name> <cmdline>")
     EAX = 0x2BADB002, EBX = the information structure, flat CS/DS/ES/FS/GS/SS, IF = 0,
     paging off, EIP = the entry point."""
     low, high = kernel.extent
@@ -139,7 +140,7 @@ def load(cpu, memory_size, kernel, cmdline=""):
                (0xF0000, 0x10000, 2), (0x100000, top - 0x100000, 1), (top, FIRMWARE_RESERVED, 2)]
     mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in regions)
     cpu.mem_write(MMAP_ADDRESS, mmap)
-    cmd = f"{kernel.path} {cmdline}".encode() + b"\0"
+    cmd = f"{kernel.path if name is None else name} {cmdline}".encode() + b"\0"
     if len(cmd) > LOADER_NAME_ADDRESS - CMDLINE_ADDRESS:
         raise KernelError(f"the command line is too long ({len(cmd)} bytes)")
     cpu.mem_write(CMDLINE_ADDRESS, cmd)

@@ -158,10 +158,11 @@ class PC:
         self.exit_status = status
         self.cpu.request_exit()
 
-    def boot_multiboot(self, path, cmdline=""):
-        """Load a Multiboot ELF kernel and set the CPU up to enter it (KernelError if not)."""
+    def boot_multiboot(self, path, cmdline="", name=None):
+        """Load a Multiboot ELF kernel and set the CPU up to enter it (KernelError if not).
+        `name` is the kernel's name on its own command line (default: `path`)."""
         kernel = read_kernel(path)
-        load(self.cpu, self.memory_size, kernel, cmdline)
+        load(self.cpu, self.memory_size, kernel, cmdline, name)
         self.write_firmware_tables()
         return kernel
 

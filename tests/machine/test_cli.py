@@ -32,6 +32,21 @@ def test_cmdline_reaches_the_guest():
     assert b"answer=42" in r.stdout
 
 
+def test_a_bundled_guest_runs_the_same_wherever_the_checkout_is(tmp_path):
+    """A bundled guest's command line starts with its path from the checkout's top, as
+    the README's QEMU command gives it: not with where the checkout happens to be, which
+    would change the instruction count of every guest that reads its command line."""
+    def run(cwd):
+        return subprocess.run([sys.executable, "-m", "pyvmm", "run", "hello", "--cmdline", "x=1"],
+                              cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              capture_output=True, timeout=300)
+    here, elsewhere = run(ROOT), run(tmp_path)
+    assert b'cmdline: "guests/build/O2/hello.elf x=1"' in here.stdout
+    assert here.stdout == elsewhere.stdout
+    count = [r.stderr.split(b" instructions")[0] for r in (here, elsewhere)]
+    assert count[0] == count[1]
+
+
 def test_guests_lists_the_bundled_guests():
     r = pyvmm("guests")
     assert r.returncode == 0
