@@ -103,9 +103,24 @@ class BinaryTranslation(TrapAndEmulate):
     def write_cr(self, n, value):
         super().write_cr(n, value)
         self.real_paging_on()
-        if n in (0, 3, 4):
-            # another address space (or none): the translations may not map the same code
+        if n in (0, 4) or (n == 3 and not self.translations_still_mapped()):
+            # another address space (or none) that does not map the same code at the same
+            # addresses: the translations are of code that is not there
             self.flush_translations()
+
+    def translations_still_mapped(self):
+        """After a CR3 load: does the new address space map every page of translated code
+        to the frame it was translated from? A kernel is mapped alike in every process,
+        so a switch between processes keeps the translation cache (VMware's did too: its
+        translations were keyed by linear address and checked against the mapping)."""
+        for page, frame in self.tc.page_frames.items():
+            try:
+                found = self.mem.walk(page << 12)
+            except GuestPhysicalError:
+                return False
+            if found is None or found[0] >> 12 != frame:
+                return False
+        return True
 
     # -- world switches: translated code <-> the guest as trap-and-emulate sees it -------------
     def to_tc(self):

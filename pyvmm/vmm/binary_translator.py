@@ -80,6 +80,7 @@ class TranslationCache:
         self.top = self.start
         self.blocks = {}            # linear address of guest code -> Block
         self.by_frame = {}          # guest-physical page -> set of linear addresses
+        self.page_frames = {}       # linear page of translated code -> its guest-physical page
         self.map = {}               # tc address -> (guest eip, ESP delta, boundary?, restore
                                     # EAX and ECX from the scratch words?)
         self.callouts = {}          # tc address of a UD2 -> Callout
@@ -124,8 +125,13 @@ class Translator:
         for _ in range(MAX_BLOCK):
             lin = (cs_base + eip) & 0xFFFFFFFF
             code = vmm.read_code(lin)
-            frames.add(vmm.code_frame(lin))
             insn = decode(code, eip) if code else None
+            # the pages of the instruction's first and last bytes, which an instruction
+            # that straddles a page boundary may have from two different frames
+            for at in {lin, (lin + (insn.length if insn is not None else 1) - 1) & 0xFFFFFFFF}:
+                frame = vmm.code_frame(at)
+                frames.add(frame)
+                tc.page_frames[at >> 12] = frame
             start = len(out)
             marks.append((start, eip, 0, True))
             if insn is None:

@@ -56,6 +56,58 @@ def test_self_modifying_code_is_retranslated():
     assert vmm.stats.count["bt: code changed, translations dropped"] >= 1
 
 
+def test_the_translation_cache_survives_a_cr3_load_that_maps_the_code_alike():
+    """Translations are keyed by linear address: a CR3 load keeps them while the new
+    address space maps every translated page to the same frame (a process switch), and
+    drops them when it maps one elsewhere. Here PD_C maps the code's page to a copy whose
+    instruction after the CR3 load differs: the bare machine runs the copy's."""
+    import struct
+    from tests.vmm.test_trap import BASE
+    pd_a, pd_b, pd_c, pt_id, pt_c, copy = 0x20000, 0x21000, 0x22000, 0x23000, 0x24000, 0x25000
+    source = f"""
+        mov eax, {pd_a}
+        mov cr3, eax
+        mov eax, cr0
+        or eax, 0x80000000
+        mov cr0, eax
+        xor ebx, ebx
+    switch:
+        mov eax, {pd_b}
+        mov cr3, eax
+        mov eax, {pd_a}
+        mov cr3, eax
+        inc ebx
+        cmp ebx, 50
+        jne switch
+        mov eax, {pd_c}
+        mov cr3, eax
+    tail:
+        mov eax, 1
+        out 0xF4, al
+    """
+    results = {}
+    for mode in ("emulate", "bt"):
+        pc = machine(source)
+        cpu = pc.cpu
+        page = BASE >> 12
+        identity = [(i << 12) | 3 for i in range(1024)]
+        cpu.mem_write(pt_id, struct.pack("<1024I", *identity))
+        identity[page] = copy | 3
+        cpu.mem_write(pt_c, struct.pack("<1024I", *identity))
+        for pd, pt in ((pd_a, pt_id), (pd_b, pt_id), (pd_c, pt_c)):
+            cpu.mem_write(pd, struct.pack("<I", pt | 3))
+        code = bytearray(cpu.mem_read(BASE, 4096))
+        at = code.index(b"\xb8\x01\x00\x00\x00\xe6\xf4")     # tail: mov eax, 1
+        code[at + 1] = 2
+        cpu.mem_write(copy, bytes(code))
+        vmm = create(mode, pc) if mode != "emulate" else None
+        results[mode] = pc.run(100_000), vmm
+    bare, (result, vmm) = results["emulate"][0], results["bt"]
+    assert bare.status == (2 << 1 | 1) and result.status == bare.status, result.message
+    assert vmm.memory_stats()["CR3 switches"] == 102
+    assert vmm.tc.flushes == 2             # paging turned on (CR0), and PD_C's load
+
+
 def test_the_translation_cache_is_out_of_the_guests_reach():
     # the guest reads where its translations live: a #GP (its segments stop below the
     # VMM), which its handler reports
