@@ -283,9 +283,18 @@ class Translator:
             return "indirect"
         if m in INDIRECT or m in JCC or m in LOOPS or m == "jcxz":
             return "callout"
-        if m in ("mov", "push", "pop") and any(
-                o.type == x86.X86_OP_REG and insn.insn.reg_name(o.reg) in
-                ("cs", "ss", "ds", "es", "fs", "gs") for o in ops):
+        sregs = [insn.insn.reg_name(o.reg) for o in ops if o.type == x86.X86_OP_REG and
+                 insn.insn.reg_name(o.reg) in ("cs", "ss", "ds", "es", "fs", "gs")]
+        if m in ("mov", "push", "pop") and sregs:
+            # Reading DS, ES or FS is innocuous: the VMM loads them with the guest's own
+            # selectors, so the real ones are what the guest expects. CS and SS show the
+            # real ring, and GS holds the VMM's segment while translated code runs; every
+            # load must be checked (the VMM's descriptors share the real GDT).
+            reads_only = (m == "push" or (m == "mov" and ops[1].type == x86.X86_OP_REG and
+                                          insn.insn.reg_name(ops[1].reg) == sregs[0] and
+                                          len(sregs) == 1))
+            if reads_only and sregs[0] in ("ds", "es", "fs"):
+                return "copy"
             return "callout"            # segment registers: the guest's are virtual
         if m in ("movsb", "movsw", "movsd", "cmpsb", "cmpsw", "cmpsd") and segment_override:
             return "callout"
