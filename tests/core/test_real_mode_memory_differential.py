@@ -13,6 +13,11 @@ the time and the upper halves must be ignored. An 0x66 prefix selects 32-bit ope
 General registers, EIP, EFLAGS (minus the SDM's undefined bits, isa.undefined_mask) and the
 whole mapped memory must agree, and the decoder's length must equal capstone's (CS_MODE_16).
 
+The stack (PUSH/POP of registers and immediates), string (MOVS/CMPS/STOS/LODS/SCAS, REP,
+DF, 0x67) and near-branch (JMP/Jcc/CALL/RET, IP wrapping) rows are compared the same way
+(see their tests). PYVMM_DIFF_EXAMPLES sets the examples per test (default 200); a longer
+run: PYVMM_DIFF_EXAMPLES=4000 pytest tests/core/test_real_mode_memory_differential.py.
+
 Not generated, with the reason:
   * an operand that crosses the segment limit (offset + size - 1 > 0xFFFF): on the processor
     that is #GP(0), #SS(0) for SS (SDM Vol. 2, "Real-Address Mode Exceptions" of every
@@ -208,7 +213,7 @@ def memory_image(case_lin, data):
     return mem
 
 
-def run_unicorn(mem, code, ip, cpu):
+def run_unicorn(mem, code, ip, cpu, count=0):
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
     uc.mem_map(0, MEM_SIZE)
     uc.mem_write(0, bytes(mem))
@@ -219,12 +224,13 @@ def run_unicorn(mem, code, ip, cpu):
     for r, v in zip(REGS, cpu["regs"]):
         uc.reg_write(UC_REGS[r], v)
     uc.reg_write(X.UC_X86_REG_EFLAGS, cpu["eflags"])
-    uc.emu_start(CODE, CODE + len(code))        # Unicorn's begin/until are linear in UC_MODE_16
+    # Unicorn's begin/until are linear in UC_MODE_16; branches stop after one instruction
+    uc.emu_start(CODE, MEM_SIZE - 1 if count == 1 else CODE + len(code), count=count)
     return ([uc.reg_read(UC_REGS[r]) for r in REGS], uc.reg_read(X.UC_X86_REG_EIP),
             uc.reg_read(X.UC_X86_REG_EFLAGS), bytes(uc.mem_read(0, MEM_SIZE)))
 
 
-def run_pyvmm(mem, code, ip, cpu):
+def run_pyvmm(mem, code, ip, cpu, count=1):
     m = pyvmm.CPU()
     m.mem_map(0, MEM_SIZE)
     m.mem_write(0, bytes(mem))
@@ -235,7 +241,7 @@ def run_pyvmm(mem, code, ip, cpu):
     for r, v in zip(REGS, cpu["regs"]):
         m.reg_write(r, v)
     m.reg_write("eflags", cpu["eflags"])
-    m.emu_start(ip, ip + len(code), count=1)
+    m.emu_start(ip, ip + len(code), count=count)
     return ([m.reg_read(r) for r in REGS], m.eip, m.reg_read("eflags"), bytes(m.mem_read(0, MEM_SIZE)))
 
 
@@ -294,3 +300,161 @@ def test_real_mode_memory_forms_match_unicorn(seed, wide, a32, index):
         a_mem = a_mem[:lin] + a_mem[lin + esize:]
         e_mem = e_mem[:lin] + e_mem[lin + esize:]
     assert a_mem == e_mem, text + "\n" + first_difference(a_mem, e_mem)
+
+
+# -- stack, string and near-branch rows ----------------------------------------------------------
+def base_state(rng):
+    regs = [rng.getrandbits(32) for _ in range(8)]
+    segs = {s: rng.getrandbits(16) for s in SEGS if s != "cs"}
+    cs = rng.choice((0, 0x07C0, 0x0700, rng.randrange(0, 0x7C1)))
+    eflags = 0x2 | (rng.getrandbits(12) & 0x8D5) | (isa.DF if rng.random() < 0.5 else 0)
+    return {"regs": regs, "segs": segs, "cs": cs, "eflags": eflags}
+
+
+def clear_of_code(lin, size):
+    return lin >= CODE_GUARD[1] or lin + size <= CODE_GUARD[0]
+
+
+def compare(code, ip, state, mem, count, mask=0, check_length=True):
+    if check_length:
+        insn = next(MD16.disasm(code, ip))
+        assert insn.size == len(code), f"capstone sees {insn.mnemonic} {insn.op_str} ({insn.size} bytes)"
+    expected = run_unicorn(mem, code, ip, state, count=1 if count == 1 else 0)
+    actual = run_pyvmm(mem, code, ip, state, count=count)
+    text = (f"{code.hex(' ')} cs={state['cs']:#06x} ip={ip:#06x} "
+            + " ".join(f"{s}={v:#06x}" for s, v in state["segs"].items()) + " regs=["
+            + " ".join(f"{r}={v:#010x}" for r, v in zip(REGS, state["regs"]))
+            + f"] eflags={state['eflags']:#x}")
+    assert actual[0] == expected[0], text
+    assert actual[1] == expected[1], text
+    assert actual[2] & ~mask == expected[2] & ~mask, text
+    assert actual[3] == expected[3], text + "\n" + first_difference(actual[3], expected[3])
+    return actual
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(),
+       kind=st.sampled_from(("push", "pop", "push imm8", "push imm")))
+def test_real_mode_stack_matches_unicorn(seed, wide, kind):
+    """PUSH/POP of registers and immediates, 16- and 32-bit (0x66), on a 16-bit stack at a
+    random SS: SP wraps at 0 (PUSH at SP=0 writes at 0xFFFE), the upper half of ESP stays.
+    An access crossing offset 0xFFFF (#SS) is not generated (module docstring)."""
+    rng = random.Random(seed)
+    size = 4 if wide else 2
+    for _ in range(100):
+        state = base_state(rng)
+        sp = rng.choice((rng.getrandbits(16), rng.randrange(0, 8), 0x10000 - rng.randrange(1, 9)))
+        state["regs"][4] = (state["regs"][4] & 0xFFFF0000) | sp
+        off = (sp - size) & 0xFFFF if kind.startswith("push") else sp
+        lin = (state["segs"]["ss"] << 4) + off
+        if off + size <= 0x10000 and clear_of_code(lin, size):
+            break
+    r = rng.randrange(8)
+    opcode = {"push": bytes([0x50 + r]), "pop": bytes([0x58 + r]),
+              "push imm8": bytes([0x6A]) + rng.randbytes(1),
+              "push imm": bytes([0x68]) + rng.randbytes(size)}[kind]
+    code = (b"\x66" if wide else b"") + opcode
+    compare(code, CODE - (state["cs"] << 4), state, memory_image(lin, rng.randbytes(size)), 1)
+
+
+STRING_OPS = {"movs": 0xA4, "cmps": 0xA6, "stos": 0xAA, "lods": 0xAC, "scas": 0xAE}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(sorted(STRING_OPS)),
+       word=st.booleans(), wide=st.booleans(), a32=st.booleans(),
+       rep=st.sampled_from((None, 0xF3, 0xF2)))
+def test_real_mode_strings_match_unicorn(seed, op, word, wide, a32, rep):
+    """MOVS/CMPS/STOS/LODS/SCAS, byte/word/dword, with and without REP/REPE/REPNE, DF 0/1,
+    16-bit SI/DI/CX (wrapping at 0xFFFF between iterations) or ESI/EDI/ECX under 0x67,
+    DS (or an override) for the source, ES for the destination."""
+    rng = random.Random(seed)
+    size = (4 if wide else 2) if word else 1
+    amask = 0xFFFFFFFF if a32 else 0xFFFF
+    prefixes = [0x66] if wide else []
+    if a32:
+        prefixes.append(0x67)
+    if rep is not None:
+        prefixes.append(rep)
+    src_seg = "ds"
+    if op in ("movs", "cmps", "lods") and rng.random() < 0.5:
+        src_seg = rng.choice(SEGS)
+        prefixes.append(SEG_PREFIX[src_seg])
+    rng.shuffle(prefixes)
+    code = bytes(prefixes) + bytes([STRING_OPS[op] + (1 if word else 0)])
+    n = rng.randrange(0, 9) if rep is not None else 1
+    for _ in range(200):
+        state = base_state(rng)
+        regs = state["regs"]
+        step = -size if state["eflags"] & isa.DF else size
+        if rep is not None:
+            regs[1] = (regs[1] & ~amask & 0xFFFFFFFF) | n
+        ok = True
+        touched = []
+        for reg, seg in ((6, src_seg), (7, "es")):
+            if a32:                         # every access inside the 64 KiB limit
+                regs[reg] = rng.randrange(8 * 4, 0x10000 - 8 * 4)
+            else:
+                regs[reg] = (regs[reg] & 0xFFFF0000) | rng.choice(
+                    (rng.getrandbits(16), rng.randrange(0, 16), 0x10000 - rng.randrange(1, 17)))
+            base = ((state["cs"] if seg == "cs" else state["segs"][seg]) << 4)
+            for i in range(max(n, 1)):
+                off = (regs[reg] + i * step) & amask
+                if off + size > 0x10000 or not clear_of_code(base + off, size):
+                    ok = False
+                touched.append(base + off)
+        if ok:
+            break
+    else:
+        raise AssertionError("no case drawn")
+    mem = bytearray(BACKGROUND)
+    same = rng.random() < 0.5                   # CMPS/SCAS: equal runs, so REPE goes on
+    fill = rng.randbytes(size)
+    for lin in touched:
+        mem[lin:lin + size] = fill if same else rng.randbytes(size)
+    if op == "scas" and same:
+        regs[0] = (regs[0] & ~((1 << (8 * size)) - 1) & 0xFFFFFFFF) | int.from_bytes(fill, "little")
+    ip = CODE - (state["cs"] << 4)
+    actual = compare(code, ip, state, mem, 100)
+    assert actual[1] == ip + len(code)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(),
+       kind=st.sampled_from(("jmp8", "jmp16", "jcc8", "jcc16", "call", "ret", "ret imm")))
+def test_real_mode_near_branches_match_unicorn(seed, wide, kind):
+    """JMP/Jcc rel8/rel16, CALL rel16, RET and RET imm16: without 0x66 the new IP wraps at
+    0xFFFF; with 0x66 (rel32, 32-bit return address) the target is kept inside the CS limit,
+    as beyond it the processor raises #GP(0) (SDM JMP/CALL/RET: 'If tempEIP is beyond the code
+    segment limit'), which Unicorn does not model. RET imm16 < 0x8000 (UNICORN_LIMITS)."""
+    rng = random.Random(seed)
+    size = 4 if wide else 2
+    for _ in range(200):
+        state = base_state(rng)
+        ip = CODE - (state["cs"] << 4)
+        sp = rng.choice((rng.getrandbits(16), rng.randrange(0, 8), 0x10000 - rng.randrange(1, 9)))
+        state["regs"][4] = (state["regs"][4] & 0xFFFF0000) | sp
+        off = (sp - size) & 0xFFFF if kind == "call" else sp
+        lin = (state["segs"]["ss"] << 4) + off
+        if off + size <= 0x10000 and clear_of_code(lin, size):
+            break
+    pre = b"\x66" if wide else b""
+    ret_target = rng.getrandbits(16)
+    if kind in ("jmp8", "jcc8"):
+        op = bytes([0xEB]) if kind == "jmp8" else bytes([0x70 + rng.randrange(16)])
+        rel = rng.randrange(-128, 128)
+        if wide and not 0 <= ip + len(pre) + 2 + rel <= 0xFFFF:
+            rel = -rel                      # (ip is 0x0000-0x7C00: the other way is inside)
+        code = pre + op + (rel & 0xFF).to_bytes(1, "little")
+    elif kind in ("jmp16", "jcc16", "call"):
+        op = {"jmp16": b"\xE9", "call": b"\xE8", "jcc16": bytes([0x0F, 0x80 + rng.randrange(16)])}[kind]
+        n = len(pre) + len(op) + size
+        if wide:                            # a target inside the limit, reached by rel32
+            rel = (rng.getrandbits(16) - (ip + n)) & 0xFFFFFFFF
+        else:
+            rel = rng.getrandbits(16)
+        code = pre + op + rel.to_bytes(size, "little")
+    else:
+        code = pre + (b"\xC3" if kind == "ret" else b"\xC2" + rng.randrange(0, 0x8000).to_bytes(2, "little"))
+    ret_bytes = ret_target.to_bytes(size, "little")
+    compare(code, ip, state, memory_image(lin, ret_bytes), 1)
