@@ -248,6 +248,8 @@ cdef class CPU:
     # -- segments and descriptor tables --------------------------------------------------------
     @cython.locals(present=cython.int)
     cdef int load_seg_cache(self, int seg, unsigned int sel, unsigned int lo, unsigned int hi) noexcept
+    @cython.locals(attr=cython.uint, typ=cython.uint, present=cython.int)
+    cdef int set_seg_access(self, int seg) noexcept
     cdef void load_null_seg(self, int seg, unsigned int sel) noexcept
     cdef int read_descriptor(self, unsigned int sel, unsigned int ext) except -1
     cdef int read_descriptor_for(self, unsigned int sel, unsigned int ext, int vector) except -1

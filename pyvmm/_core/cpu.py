@@ -300,6 +300,7 @@ class CPU:
         self.cc_size = 4
         self.cc_a = self.cc_b = self.cc_res = self.cc_cf = 0
         self.code32 = self.stack32 = self.cs_flat = False
+        self.protected = True          # (before the segments: their access rights depend on it)
         for i in range(6):
             # Selector 0 with a flat 4 GiB cache, as after Unicorn's reset. Code: type 0xB
             # (execute/read, accessed), data: type 0x3 (read/write, accessed); D/B=1, G=1.
@@ -2727,7 +2728,10 @@ class CPU:
             self.flush_tlb(False)
         self.cr0 = v
         self.paging = (v & CR0_PG) != 0 or self.nested
-        self.protected = (v & CR0_PE) != 0
+        if self.protected != ((v & CR0_PE) != 0):
+            self.protected = (v & CR0_PE) != 0
+            for seg in range(6):
+                self.set_seg_access(seg)        # type checks apply in protected mode only
         return 0
 
     def exec_msr(self, write):
@@ -2810,23 +2814,16 @@ class CPU:
         self.seg_base[seg] = ((lo >> 16) | ((hi & 0xFF) << 16) | (hi & TOP_BYTE)) & MASK32
         self.seg_limit[seg] = limit
         self.seg_attr[seg] = hi & 0x00F0FF00
-        present: cython.int = 1 if hi & 0x8000 else 0
-        if typ & 0x8:                                   # code: readable if R, never writable
-            self.seg_rd[seg] = present if typ & 0x2 else 0
-            self.seg_wr[seg] = 0
+        if typ & 0x8:                                   # code
             self.seg_lo[seg] = 0
             self.seg_hi[seg] = limit
-        else:                                           # data: writable if W
-            self.seg_rd[seg] = present
-            self.seg_wr[seg] = present if typ & 0x2 else 0
-            if typ & 0x4:                               # expand-down: (limit, top]
-                self.seg_lo[seg] = (limit + 1) & MASK32
-                self.seg_hi[seg] = MASK32 if hi & 0x400000 else 0xFFFF
-                if limit == MASK32 or (limit >= 0xFFFF and not hi & 0x400000):
-                    self.seg_rd[seg] = self.seg_wr[seg] = 0     # empty segment
-            else:
-                self.seg_lo[seg] = 0
-                self.seg_hi[seg] = limit
+        elif typ & 0x4:                                 # expand-down data: (limit, top]
+            self.seg_lo[seg] = (limit + 1) & MASK32
+            self.seg_hi[seg] = MASK32 if hi & 0x400000 else 0xFFFF
+        else:
+            self.seg_lo[seg] = 0
+            self.seg_hi[seg] = limit
+        self.set_seg_access(seg)
         if seg == CS:
             if self.code32 != ((hi & 0x400000) != 0):
                 self.flush_decode_cache()       # decodes depend on the default operand size
@@ -2835,6 +2832,31 @@ class CPU:
             self.cs_flat = self.seg_base[CS] == 0 and self.seg_lo[CS] == 0 and self.seg_hi[CS] == MASK32
         elif seg == SS:
             self.stack32 = (hi & 0x400000) != 0
+        return 0
+
+    def set_seg_access(self, seg):
+        """Which accesses segment `seg` allows, from its cached attributes and the mode.
+        Protected mode (SDM Vol. 3 5.4.1): a code segment is readable if R is set and never
+        writable, a data segment is readable and writable if W is set. Real-address mode
+        has no type checks (the protection mechanism is enabled by CR0.PE, SDM Vol. 3 5.1;
+        the reset state of CS is 'Present, R/W' in Table 9-1): any present segment can be
+        read and written, through CS too; only its limit still applies. An expand-down
+        segment whose limit leaves no byte is empty in both modes."""
+        attr: cython.uint = self.seg_attr[seg]
+        typ: cython.uint = (attr >> 8) & 0xF
+        present: cython.int = 1 if attr & 0x8000 else 0
+        if not typ & 0x8 and typ & 0x4:
+            if self.seg_lo[seg] == 0 or (self.seg_lo[seg] > 0xFFFF and not attr & 0x400000):
+                present = 0                             # an empty expand-down segment
+        if not self.protected:
+            self.seg_rd[seg] = present
+            self.seg_wr[seg] = present
+        elif typ & 0x8:
+            self.seg_rd[seg] = present if typ & 0x2 else 0
+            self.seg_wr[seg] = 0
+        else:
+            self.seg_rd[seg] = present
+            self.seg_wr[seg] = present if typ & 0x2 else 0
         return 0
 
     def load_null_seg(self, seg, sel):
